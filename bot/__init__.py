@@ -1,0 +1,1 @@
+"""newsdesk's answer engine and its front ends (CLI, Telegram)."""

@@ -1,0 +1,1 @@
+"""newsdesk's article index: loading, chunking, embedding, the Chroma store and re-indexing."""
