@@ -1,0 +1,137 @@
+"""The answer engine: a question (and the conversation so far) in, a typed ``Answer`` out.
+
+Used by the CLI and the Telegram bot alike. It retrieves passages from the index, then either asks the
+language model for a cited answer and verifies every quote (LLM mode, when ``OPENAI_API_KEY`` is set), or
+quotes the best sentences itself (offline mode). When the model fails, the offline answer is given with a
+one-line notice. Blocking work (embedding, Chroma) runs in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+
+from index.errors import LLMError
+from index.lexical import script_of
+from index.service import Index
+from index.settings import Settings
+from index.types import Hit
+
+from . import llm
+from .answers import Answer, Turn
+from .extractive import Extractor, build
+from .verify import render_text, verify
+
+log = logging.getLogger(__name__)
+
+MESSAGES = {
+    "en": {
+        "extractive": "Offline answer: the passages that best match your question, quoted verbatim "
+                      "(a set of quotes, not a written answer).",
+        "abstain": "The indexed articles don't answer this question.",
+        "empty": "No articles are indexed yet.",
+        "fallback": "The language model could not answer just now, so here are quotes from the articles instead.",
+    },
+    "ar": {
+        "extractive": "إجابة دون اتصال: أكثر المقاطع صلة بسؤالك، مقتبسة حرفيا (مجموعة اقتباسات وليست إجابة مكتوبة).",
+        "abstain": "المقالات المفهرسة لا تجيب عن هذا السؤال.",
+        "empty": "لم تتم فهرسة أي مقالات بعد.",
+        "fallback": "تعذر على النموذج اللغوي الإجابة الآن، لذا إليك اقتباسات من المقالات بدلا من ذلك.",
+    },
+}
+
+_FOLLOW_UP = re.compile(r"^\s*(and|but|what about|how about|and what|also|و|وماذا|ماذا عن|وما|وهل|وكم|ومن)\b",
+                        re.IGNORECASE)
+
+
+def language(text: str) -> str:
+    return "ar" if script_of(text) == "ar" else "en"
+
+
+def offline_standalone(question: str, history: Sequence[Turn]) -> str:
+    """Offline follow-ups: a short question or one that starts like a follow-up is read together with the
+    previous question."""
+    if not history:
+        return question
+    words = question.split()
+    if _FOLLOW_UP.match(question) or len(words) <= 4:
+        return f"{history[-1].question} {question}"
+    return question
+
+
+class Engine:
+    def __init__(self, settings: Settings, index: Index | None = None) -> None:
+        self.settings = settings
+        self.index = index or Index(settings)
+        self.extractor = Extractor(self.index.embedder)
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None and self.settings.llm_enabled:
+            from index.openai_client import make_async_client
+
+            self._client = make_async_client(self.settings)
+        return self._client
+
+    @property
+    def mode(self) -> str:
+        return "llm" if self.settings.llm_enabled else "extractive"
+
+    async def ask(self, question: str, history: Sequence[Turn] = (), k: int | None = None) -> Answer:
+        k = k or self.settings.top_k
+        question = question.strip()
+        if self.client is None:
+            standalone = offline_standalone(question, history)
+            hits = await asyncio.to_thread(self.index.search, standalone, k)
+            return await asyncio.to_thread(self._extractive, question, standalone, hits)
+        standalone = question
+        if history:
+            try:
+                standalone = await llm.standalone_question(self.client, self.settings, question, history)
+            except LLMError as exc:
+                log.warning("could not rewrite the follow-up question: %s", exc)
+                standalone = offline_standalone(question, history)
+        hits = await asyncio.to_thread(self.index.search, standalone, k)
+        if not hits:
+            return self._abstain(question, standalone, "llm", empty=True)
+        try:
+            raw = await llm.complete_cited_answer(self.client, self.settings, standalone, hits, history)
+        except LLMError as exc:
+            log.warning("language model failed, answering offline: %s", exc)
+            answer = await asyncio.to_thread(self._extractive, question, standalone, hits)
+            answer.mode = "fallback"
+            answer.notice = MESSAGES[language(question)]["fallback"]
+            return answer
+        checked = verify(raw, hits)
+        if not raw.get("answerable", True) or not checked.sentences:
+            answer = self._abstain(question, standalone, "llm")
+            answer.dropped = checked.dropped
+            return answer
+        return Answer(question=question, text=render_text(checked.sentences), sentences=checked.sentences,
+                      citations=checked.citations, mode="llm", abstained=False, dropped=checked.dropped,
+                      standalone_question=standalone)
+
+    def ask_sync(self, question: str, history: Sequence[Turn] = (), k: int | None = None) -> Answer:
+        return asyncio.run(self.ask(question, history, k))
+
+    def _extractive(self, question: str, standalone: str, hits: list[Hit]) -> Answer:
+        if not hits:
+            return self._abstain(question, standalone, "extractive", empty=True)
+        chosen = self.extractor.select(standalone, hits)
+        if not chosen:
+            return self._abstain(question, standalone, "extractive")
+        sentences, citations = build(chosen)
+        intro = MESSAGES[language(question)]["extractive"]
+        body = "\n".join(f"[{s.citations[0]}] «{s.text}»" for s in sentences)
+        return Answer(question=question, text=f"{intro}\n{body}", sentences=sentences, citations=citations,
+                      mode="extractive", abstained=False, standalone_question=standalone)
+
+    def _abstain(self, question: str, standalone: str, mode: str, empty: bool = False) -> Answer:
+        if empty and self.index.store.count() > 0:
+            empty = False
+        text = MESSAGES[language(question)]["empty" if empty else "abstain"]
+        return Answer(question=question, text=text, sentences=[], citations=[], mode=mode, abstained=True,
+                      standalone_question=standalone)

@@ -1,0 +1,110 @@
+"""The offline answer: the sentences of the retrieved passages that best answer the question, quoted verbatim.
+
+Relevance is judged relative to scores, never by a fixed cosine cut-off (cross-lingual cosines are low and
+vary by query):
+- each candidate sentence is compared with the question and the similarity is standardised against the same
+  question's similarity to a set of unrelated sentences (``prompts/null_sentences.txt``): how far above
+  "irrelevant" it stands, in standard deviations of irrelevant;
+- the best sentence must stand at least ``MIN_NULL_Z`` above irrelevant, else the engine abstains;
+- further sentences are kept while they stay close to the best one (``KEEP_RATIO`` of its standing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+from index.chunking import sentences as sentence_spans
+from index.embedding import Embedder
+from index.textnorm import normalize
+from index.types import Hit
+
+from .answers import Citation, Sentence
+
+MIN_NULL_Z = 3.0  # the best sentence must stand this many null standard deviations above irrelevant
+KEEP_RATIO = 0.75  # keep sentences whose standing is at least this share of the best one's
+MAX_QUOTES = 5
+MAX_PER_PASSAGE = 2
+PASSAGE_WEIGHT = 0.25  # how much the passage's own retrieval rank adds to a sentence's standing
+
+
+@dataclass
+class _Candidate:
+    hit: Hit
+    start: int  # offsets in the article text
+    end: int
+    text: str
+    score: float = 0.0
+
+
+def _null_sentences() -> list[str]:
+    text = resources.files("prompts").joinpath("null_sentences.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+class Extractor:
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self._null: np.ndarray | None = None
+
+    def _null_vectors(self) -> np.ndarray:
+        if self._null is None:
+            self._null = self.embedder.passages(_null_sentences())
+        return self._null
+
+    def relevance(self, question: str, texts: list[str]) -> np.ndarray:
+        """Each text's similarity to the question, in null standard deviations above irrelevant."""
+        q = self.embedder.queries([question])[0]
+        null = self._null_vectors() @ q
+        sims = self.embedder.passages(texts) @ q if texts else np.zeros(0)
+        return (sims - null.mean()) / max(float(null.std()), 1e-6)
+
+    def select(self, question: str, hits: list[Hit]) -> list[_Candidate]:
+        """The quotes to show, in article order, or [] when nothing is relevant enough."""
+        candidates: list[_Candidate] = []
+        for hit in hits:
+            for s, e in sentence_spans(hit.text):
+                text = hit.text[s:e]
+                if len(normalize(text)) >= 12:  # skip fragments too short to stand as a quote
+                    candidates.append(_Candidate(hit, hit.start + s, hit.start + e, text))
+        if not candidates:
+            return []
+        standing = self.relevance(question, [c.text for c in candidates])
+        rank_bonus = {hit.chunk_id: PASSAGE_WEIGHT * (len(hits) - i) / len(hits) for i, hit in enumerate(hits)}
+        for c, z in zip(candidates, standing):
+            c.score = float(z)
+        best = max(c.score for c in candidates)
+        if best < MIN_NULL_Z:
+            return []
+        ranked = sorted(candidates, key=lambda c: -(c.score + rank_bonus[c.hit.chunk_id]))
+        chosen: list[_Candidate] = []
+        seen_text: set[str] = set()
+        per_passage: dict[str, int] = {}
+        for c in ranked:
+            if len(chosen) >= MAX_QUOTES or c.score < KEEP_RATIO * best:
+                break
+            key = normalize(c.text)
+            if key in seen_text or per_passage.get(c.hit.chunk_id, 0) >= MAX_PER_PASSAGE:
+                continue
+            seen_text.add(key)
+            per_passage[c.hit.chunk_id] = per_passage.get(c.hit.chunk_id, 0) + 1
+            chosen.append(c)
+        # keep each article's order: articles by their best retrieval rank, quotes by position
+        article_rank = {}
+        for hit in hits:
+            article_rank.setdefault(hit.article_id, hit.rank)
+        chosen.sort(key=lambda c: (article_rank[c.hit.article_id], c.start))
+        return chosen
+
+
+def build(chosen: list[_Candidate]) -> tuple[list[Sentence], list[Citation]]:
+    sentences, citations = [], []
+    for n, c in enumerate(chosen, start=1):
+        hit = c.hit
+        citations.append(Citation(n=n, article_id=hit.article_id, title=hit.title, source=hit.source,
+                                  published=hit.published, url=hit.url, quote=c.text, start=c.start, end=c.end,
+                                  verified=True, chunk_id=hit.chunk_id, passage=hit.text))
+        sentences.append(Sentence(text=c.text, citations=[n]))
+    return sentences, citations

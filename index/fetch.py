@@ -1,0 +1,182 @@
+"""Fetching one web page safely: http(s) only, bounded in time and size, redirects re-checked hop by hop, and
+no requests to private or local addresses unless ``NEWSDESK_ALLOW_PRIVATE_URLS`` is on.
+
+When private addresses are refused, the host is resolved here, every address it resolves to is checked, and the
+request is sent to the checked address (with the original ``Host`` header and TLS server name), so a DNS answer
+that changes between the check and the connection cannot reach an internal service.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from .errors import FetchError
+from .settings import Settings
+
+MAX_REDIRECTS = 5
+USER_AGENT = "newsdesk/0.1 (news article indexer)"
+_ACCEPTED_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "text/markdown")
+
+
+@dataclass(frozen=True)
+class FetchedPage:
+    url_final: str  # the URL after redirects
+    content_type: str  # media type without parameters, lower case ("" when the server sent none)
+    body: bytes
+    charset: str | None = None  # from the Content-Type header, when given
+
+    @property
+    def is_html(self) -> bool:
+        if self.content_type:
+            return self.content_type in ("text/html", "application/xhtml+xml")
+        return self.body.lstrip()[:1] == b"<"
+
+    @property
+    def text(self) -> str:
+        """The body decoded with the declared charset (UTF-8 when none), undecodable bytes replaced."""
+        try:
+            return self.body.decode(self.charset or "utf-8", errors="replace")
+        except LookupError:
+            return self.body.decode("utf-8", errors="replace")
+
+
+def fetch_url(url: str, settings: Settings) -> FetchedPage:
+    """Download one HTML or text page. Raises :class:`FetchError` with a one-line message on any failure."""
+    timeout = settings.fetch_timeout or None
+    deadline = time.monotonic() + 3 * timeout if timeout else None  # a server dripping bytes cannot hold us
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    headers = {"User-Agent": USER_AGENT, "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1"}
+    with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False,
+                      headers=headers) as client:
+        current = _parse_url(url)
+        for _hop in range(MAX_REDIRECTS + 1):
+            host = current.host
+            try:
+                request = _build_request(client, current, settings)
+                response = client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise FetchError(f"could not reach {host}: {_describe(exc)}") from exc
+            try:
+                if response.is_redirect:
+                    location = response.headers.get("location", "")
+                    if not location:
+                        raise FetchError(f"{host} sent a redirect without a location")
+                    current = _parse_url(str(current.join(location)))
+                    continue
+                return _read_page(response, current, settings, deadline)
+            except httpx.HTTPError as exc:
+                raise FetchError(f"could not read the page from {host}: {_describe(exc)}") from exc
+            finally:
+                response.close()
+    raise FetchError(f"{url} redirected more than {MAX_REDIRECTS} times")
+
+
+def _parse_url(url: str) -> httpx.URL:
+    try:
+        parsed = httpx.URL(url.strip())
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise FetchError(f"not a valid URL: {url}") from exc
+    if parsed.scheme not in ("http", "https"):
+        raise FetchError(f"only http and https URLs can be fetched, not {parsed.scheme or 'this'}: {url}")
+    if not parsed.host:
+        raise FetchError(f"the URL has no host: {url}")
+    return parsed
+
+
+def _build_request(client: httpx.Client, url: httpx.URL, settings: Settings) -> httpx.Request:
+    if settings.allow_private_urls:
+        return client.build_request("GET", url)
+    address = _public_address(url)
+    # connect to the address we checked, while telling the server (and TLS) the real host name
+    return client.build_request(
+        "GET", url.copy_with(host=address), headers={"Host": url.netloc.decode("ascii")},
+        extensions={"sni_hostname": url.raw_host.decode("ascii")},
+    )
+
+
+def _public_address(url: httpx.URL) -> str:
+    """Resolve the URL's host; return one of its addresses, or refuse if any of them is not public."""
+    host = url.raw_host.decode("ascii")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError(f"could not reach {url.host}: host not found") from exc
+    addresses = [str(info[4][0]).split("%")[0] for info in infos]
+    for address in addresses:
+        if not is_public_address(address):
+            raise FetchError(f"refusing to fetch {url.host}: it resolves to the private or local address "
+                             f"{address} (set NEWSDESK_ALLOW_PRIVATE_URLS=1 to allow)")
+    if not addresses:
+        raise FetchError(f"could not reach {url.host}: host not found")
+    return addresses[0]
+
+
+def is_public_address(address: str) -> bool:
+    """False for private, loopback, link-local, multicast, reserved, unspecified and other non-global
+    addresses (IPv4-mapped IPv6 addresses are judged by their IPv4 address)."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
+                or ip.is_unspecified or not ip.is_global)
+
+
+def _read_page(response: httpx.Response, url: httpx.URL, settings: Settings,
+               deadline: float | None) -> FetchedPage:
+    host = url.host
+    if not response.is_success:
+        raise FetchError(f"{url} returned HTTP {response.status_code}")
+    raw_type = response.headers.get("content-type", "")
+    content_type = raw_type.split(";")[0].strip().lower()
+    if content_type and content_type not in _ACCEPTED_TYPES:
+        raise FetchError(f"{url} is {content_type}, not an HTML or text page")
+    limit = settings.max_file_bytes
+    too_big = FetchError(f"{url} is larger than the {settings.max_file_mb:g} MB limit")
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+        if deadline is not None and time.monotonic() > deadline:
+            raise FetchError(f"could not read the page from {host}: timed out")
+    charset = response.charset_encoding if content_type else None
+    return FetchedPage(url_final=str(url), content_type=content_type, body=bytes(body), charset=charset)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, well-known phrase for an httpx error (never its raw message)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    causes = []
+    seen: BaseException | None = exc
+    while seen is not None and len(causes) < 10:
+        causes.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(c, ssl.SSLCertVerificationError) for c in causes):
+        return "its TLS certificate could not be verified"
+    if any(isinstance(c, ssl.SSLError) for c in causes):
+        return "the TLS connection failed"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "connection refused"
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        return "host not found"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection failed"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server closed the connection or sent an invalid response"
+    if isinstance(exc, httpx.DecodingError):
+        return "the response could not be decompressed"
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+        return "invalid URL"
+    return "the request failed"

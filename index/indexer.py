@@ -1,0 +1,148 @@
+"""Indexing: load sources, skip what has not changed, chunk, embed in batches, write; then stage 2.
+
+Stage 1 (what makes an article searchable): passages with the fast embedder's vectors, plus the lexical
+index, which is rebuilt in memory from the stored passages. Stage 2: accurate vectors for every passage that
+lacks one; resumable, since "pending" is simply "has no accurate vector yet".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .chunking import chunk_article
+from .embedding import Embedder
+from .errors import NewsdeskError
+from . import loaders
+from .progress import Progress
+from .settings import Settings
+from .store import Store
+from .types import Article, Chunk, Failure, IndexReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    article: Article
+    chunks: list[Chunk]
+    is_new: bool
+    vectors: list[np.ndarray] = field(default_factory=list)
+
+
+def plan(articles: Sequence[Article], registry: dict[str, dict], report: IndexReport) -> list[_Pending]:
+    """Decide per article: unchanged (skip), new, or changed; duplicates within one batch fail."""
+    todo, seen = [], set()
+    for article in articles:
+        if article.id in seen:
+            report.failed.append(Failure(article.origin or article.id,
+                                         f"another source in this batch has the same article id {article.id!r}",
+                                         article.id))
+            continue
+        seen.add(article.id)
+        old = registry.get(article.id)
+        if old is not None and old.get("hash") == article.content_hash:
+            report.unchanged += 1
+            continue
+        todo.append(_Pending(article, chunk_article(article.id, article.text), is_new=old is None))
+    return todo
+
+
+def write_stage1(store: Store, embedder: Embedder, todo: list[_Pending], report: IndexReport,
+                 batch: int = 32, show_progress: bool | None = None) -> None:
+    """Embed the passages of ``todo`` in batches across articles; write each article once all its passages
+    have vectors."""
+    queue = [(p, c) for p in todo for c in p.chunks]
+    bar = Progress("indexing", len(queue), show_progress)
+    done_articles = 0
+    try:
+        for i in range(0, len(queue), batch):
+            part = queue[i:i + batch]
+            vectors = embedder.passages([c.text for _, c in part])
+            for (pending, _), vector in zip(part, vectors):
+                pending.vectors.append(vector)
+            # write every article that is now complete, in order
+            while done_articles < len(todo) and len(todo[done_articles].vectors) == len(todo[done_articles].chunks):
+                _write(store, embedder, todo[done_articles], report)
+                done_articles += 1
+            bar.advance(len(part))
+        for pending in todo[done_articles:]:  # articles with no passages at all
+            _write(store, embedder, pending, report)
+    finally:
+        bar.close()
+
+
+def _write(store: Store, embedder: Embedder, pending: _Pending, report: IndexReport) -> None:
+    if not pending.chunks:
+        report.failed.append(Failure(pending.article.origin or pending.article.id, "no text to index",
+                                     pending.article.id))
+        return
+    store.write_article(pending.article, pending.chunks, np.vstack(pending.vectors), embedder.name, embedder.dim)
+    report.chunks += len(pending.chunks)
+    if pending.is_new:
+        report.added += 1
+    else:
+        report.updated += 1
+
+
+def prune(store: Store, registry: dict[str, dict], roots: Sequence[str], keep: set[str]) -> int:
+    """Remove articles that were found under one of ``roots`` before and are not there any more."""
+    roots = [str(Path(r)) for r in roots]
+    removed = 0
+    for article_id, meta in registry.items():
+        if meta.get("root") in roots and article_id not in keep:
+            store.remove_article(article_id)
+            removed += 1
+    return removed
+
+
+def fill_accurate(store: Store, embedder: Embedder, batch: int = 16, show_progress: bool | None = None,
+                  limit: int | None = None, should_stop=None) -> int:
+    """Stage 2: give every pending passage an accurate vector. Safe to interrupt: each batch is written as
+    soon as it is encoded. Returns how many passages were done."""
+    pending = store.pending_accurate()
+    if limit is not None:
+        pending = pending[:limit]
+    bar = Progress("accurate vectors", len(pending), show_progress)
+    done = 0
+    try:
+        for i in range(0, len(pending), batch):
+            if should_stop is not None and should_stop():
+                break
+            passages = list(store.get_passages(pending[i:i + batch]).values())
+            if passages:
+                vectors = embedder.passages([p.text for p in passages])
+                store.add_accurate(passages, vectors, embedder.name)
+            done += len(passages)
+            bar.advance(len(pending[i:i + batch]))
+    finally:
+        bar.close()
+    return done
+
+
+def index_sources(settings: Settings, store: Store, embedder: Embedder, sources: Sequence[str], *,
+                  prune_missing: bool = False, rebuild: bool = False,
+                  show_progress: bool | None = None) -> IndexReport:
+    started = time.monotonic()
+    report = IndexReport()
+    if rebuild:
+        store.drop_all()
+    store.check_embedder(embedder.name, embedder.dim)
+    loaded = loaders.load_sources(sources, settings)
+    report.failed.extend(loaded.failed)
+    registry = store.articles()
+    todo = plan(loaded.articles, registry, report)
+    try:
+        write_stage1(store, embedder, todo, report, batch=settings.embed_batch, show_progress=show_progress)
+    except NewsdeskError:
+        raise
+    if prune_missing:
+        keep = {a.id for a in loaded.articles} | {f.article_id for f in loaded.failed if f.article_id}
+        report.removed = prune(store, registry, loaded.roots, keep)
+    report.seconds = time.monotonic() - started
+    return report

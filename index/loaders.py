@@ -1,0 +1,510 @@
+"""Loading articles from files, folders and URLs.
+
+``load_sources`` never raises for bad input: every source (or JSON record) that cannot be loaded becomes a
+:class:`Failure` with a one-line reason, and the rest still loads.
+
+Article ids are stable across runs: a file given directly → its name without extension; a file found under a
+given folder → its path relative to that folder without extension ("2020/karabakh"); a URL → the page's
+canonical URL (else the final URL after redirects); a JSON record → its ``id``, else ``sha256(text)[:16]``.
+
+``Article.text`` always starts with the title line. For text files it is the file after the front matter, with
+line endings normalised to ``\\n`` and leading/trailing blank lines removed, otherwise unchanged (citations are
+offsets into it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .fetch import FetchedPage, fetch_url
+from .settings import Settings
+from .textnorm import normalize
+from .types import Article, Failure, LoadResult
+
+TEXT_EXTENSIONS = {".txt", ".md"}
+HTML_EXTENSIONS = {".html", ".htm"}
+JSON_EXTENSIONS = {".json", ".jsonl"}
+EXTENSIONS = TEXT_EXTENSIONS | HTML_EXTENSIONS | JSON_EXTENSIONS
+FRONT_MATTER_KEYS = {"title", "url", "source", "published", "lang"}
+MAX_TITLE_CHARS = 300
+_URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def load_sources(sources: Sequence[str], settings: Settings) -> LoadResult:
+    """Load every file, folder (recursively) and http(s) URL in ``sources``."""
+    result = LoadResult()
+    seen: dict[str, int] = {}  # article id -> its index in result.articles
+    for source in sources:
+        for item in _load_one(str(source), settings, result):
+            if isinstance(item, Failure):
+                result.failed.append(item)
+            elif item.id not in seen:
+                seen[item.id] = len(result.articles)
+                result.articles.append(item)
+            else:
+                first = result.articles[seen[item.id]]
+                if _same_file(first.origin, item.origin):  # given directly and inside a given folder
+                    first.root = first.root or item.root
+                else:
+                    result.failed.append(Failure(item.origin, f"duplicate article id {item.id!r} "
+                                                              f"(already loaded from {first.origin})", item.id))
+    return result
+
+
+def _same_file(a: str, b: str) -> bool:
+    return a == b or (not _URL_RE.match(a) and os.path.realpath(a) == os.path.realpath(b))
+
+
+def _load_one(source: str, settings: Settings, result: LoadResult) -> Iterator[Article | Failure]:
+    if not source.strip():
+        yield Failure(source, "empty source (expected a file, a folder or a URL)")
+        return
+    if _URL_RE.match(source):
+        yield from _guard(source, None, lambda: [_load_url(source, settings)])
+        return
+    path = Path(source).expanduser()
+    if path.is_dir():
+        root = path.resolve()
+        result.roots.append(str(root))
+        for file in _walk(path):
+            rel_id = file.relative_to(path).with_suffix("").as_posix()
+            yield from _load_file(file, rel_id, str(root), settings)
+    elif path.is_file():
+        if path.suffix.lower() not in EXTENSIONS:
+            yield Failure(source, f"unsupported file type {path.suffix or '(none)'!r} "
+                                  f"(use {', '.join(sorted(EXTENSIONS))})")
+            return
+        yield from _load_file(path, path.stem, None, settings)
+    elif path.exists():
+        yield Failure(source, "not a regular file or folder")
+    else:
+        yield Failure(source, "no such file or folder")
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Files with a supported extension under ``folder``, in a stable order, skipping hidden files and folders."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and Path(name).suffix.lower() in EXTENSIONS:
+                yield Path(dirpath) / name
+
+
+def _guard(source: str, article_id: str | None,
+           load: Callable[[], Iterable[Article | Failure]]) -> list[Article | Failure]:
+    try:
+        return list(load())
+    except InputError as exc:
+        return [Failure(source, _one_line(str(exc)), article_id)]
+    except Exception as exc:  # a library's surprise must not stop the other sources
+        log.warning("unexpected error loading %s", source, exc_info=True)
+        return [Failure(source, f"unexpected error while loading ({type(exc).__name__})", article_id)]
+
+
+def _load_file(path: Path, article_id: str, root: str | None, settings: Settings) -> list[Article | Failure]:
+    suffix = path.suffix.lower()
+    source = str(path)
+    if suffix in JSON_EXTENSIONS:
+        return _guard(source, None, lambda: _json_records(path, root, settings))
+
+    def load() -> list[Article]:
+        data = read_limited(path, settings)
+        if suffix in HTML_EXTENSIONS:
+            article = article_from_html(data, article_id, origin=source)
+        else:
+            article = article_from_text(decode_text(data), article_id, markdown=suffix == ".md", origin=source)
+        article.root = root
+        return [article]
+
+    return _guard(source, article_id, load)
+
+
+def _load_url(url: str, settings: Settings) -> Article:
+    page: FetchedPage = fetch_url(url, settings)
+    if page.is_html:
+        article = article_from_html(page.body, None, origin=url, base_url=page.url_final, charset=page.charset)
+    else:
+        article = article_from_text(decode_text(page.body, page.charset), page.url_final, origin=url)
+        article.url = page.url_final
+    return article
+
+
+# ---------------------------------------------------------------- reading and decoding
+
+
+def read_limited(path: Path, settings: Settings) -> bytes:
+    """Read a whole file, refusing (before reading) one larger than ``settings.max_file_bytes``."""
+    limit = settings.max_file_bytes
+    too_big = InputError(f"file is larger than the {settings.max_file_mb:g} MB limit")
+    try:
+        if path.stat().st_size > limit:
+            raise too_big
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or 'I/O error'}") from exc
+    if len(data) > limit:  # it grew since stat()
+        raise too_big
+    if not data.strip():
+        raise InputError("empty file")
+    return data
+
+
+def decode_text(data: bytes, declared: str | None = None) -> str:
+    """Decode text bytes: UTF-8 (BOM stripped), UTF-16 (BOM, or BOM-less detected by its NUL bytes), a declared
+    charset (if it decodes cleanly), else Windows-1256 when that reads as Arabic. Raises InputError."""
+    if data[:3] == b"\xef\xbb\xbf":
+        text = _strict(data[3:], "utf-8")
+    elif data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        text = _strict(data, "utf-16")
+    elif b"\x00" in data:
+        utf16 = _utf16_without_bom(data)
+        text = _strict(data, utf16) if utf16 else None
+        if text is None or _looks_binary(text):
+            raise InputError("binary file, not text")
+    else:
+        if _control_bytes(data[:65536]) > max(2, min(len(data), 65536) * 0.01):
+            raise InputError("binary file, not text")
+        text = _strict(data, "utf-8") or (_strict(data, declared) if declared else None)
+        if text is None:
+            text = _strict(data, "cp1256")
+            if text is not None and not _plausibly_arabic(text):
+                text = None
+    if text is None:
+        raise InputError("cannot decode text (not UTF-8, UTF-16 or Windows-1256)")
+    if _looks_binary(text):
+        raise InputError("binary file, not text")
+    if not text.strip():
+        raise InputError("empty file")
+    return text
+
+
+def _strict(data: bytes, encoding: str) -> str | None:
+    try:
+        return data.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def _utf16_without_bom(data: bytes) -> str | None:
+    """'utf-16-le' or '-be' when the NUL bytes all sit at odd or at even offsets (ASCII in UTF-16)."""
+    if len(data) % 2:
+        return None
+    sample = data[:65536]
+    even = sample[0::2].count(0)
+    odd = sample[1::2].count(0)
+    if odd and even <= odd * 0.05:
+        return "utf-16-le"
+    if even and odd <= even * 0.05:
+        return "utf-16-be"
+    return None
+
+
+def _control_bytes(data: bytes) -> int:
+    return sum(1 for b in data if (b < 32 and b not in b"\t\n\r\f\v") or b == 127)
+
+
+def _looks_binary(text: str) -> bool:
+    sample = text[:65536]
+    bad = sum(1 for c in sample if unicodedata.category(c) == "Cc" and c not in "\t\n\r\f\v")
+    return bad > max(2, len(sample) * 0.01)
+
+
+def _plausibly_arabic(text: str) -> bool:
+    """Text decoded as Windows-1256 is believed when its non-ASCII characters are mostly Arabic letters or
+    common punctuation (Latin-1 text or random bytes decode to other symbols)."""
+    non_ascii = [c for c in text if ord(c) > 127]
+    if not non_ascii:
+        return True
+    arabic = sum(1 for c in non_ascii if "\u0600" <= c <= "\u06ff")
+    punct = sum(1 for c in non_ascii if c in "«»…–—‘’“”\u00a0\u200c\u200d\u200e\u200f")
+    return arabic > 0 and (arabic + punct) >= 0.9 * len(non_ascii)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _clean_text(text: str) -> str:
+    """Normalise line endings; drop leading blank lines and trailing white space; keep the rest exact."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"\A(?:[ \t\f\v\u00a0\ufeff]*\n)+", "", text)
+    return text.rstrip()
+
+
+# ---------------------------------------------------------------- text and markdown files
+
+
+def article_from_text(text: str, article_id: str, *, markdown: bool = False, origin: str = "") -> Article:
+    """Build an article from the decoded contents of a .txt/.md file (front matter and dateline understood)."""
+    meta, body = split_front_matter(text.lstrip("\ufeff"))
+    body = _clean_text(body)
+    if not body.strip():
+        raise InputError("empty file")
+    first_line = next(line for line in body.split("\n") if line.strip())
+    title = meta.get("title") or _title_from_line(first_line, markdown)
+    source = meta.get("source")
+    published = parse_date(meta["published"]) if meta.get("published") else None
+    if not source or not published:
+        outlet, date = find_dateline(body)
+        source = source or outlet
+        published = published or date
+    return Article(id=article_id, title=title, text=body, url=meta.get("url") or None, source=source,
+                   published=published, lang=meta.get("lang") or guess_lang(body), origin=origin)
+
+
+def split_front_matter(text: str) -> tuple[dict[str, str], str]:
+    """``---`` / ``key: value`` lines / ``---`` at the very start → (the known keys, the rest of the text)."""
+    match = re.match(r"---[ \t]*\r?\n((?:.*\r?\n)*?)---[ \t]*(?:\r?\n|\Z)", text)
+    if not match:
+        return {}, text
+    meta: dict[str, str] = {}
+    for line in match.group(1).splitlines():
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(":")
+        if not sep or not re.fullmatch(r"\s*[A-Za-z_][\w-]*\s*", key):
+            return {}, text  # not front matter after all (e.g. a markdown rule)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        if key.strip().lower() in FRONT_MATTER_KEYS:
+            meta[key.strip().lower()] = value
+    return meta, text[match.end():]
+
+
+def _title_from_line(line: str, markdown: bool) -> str:
+    title = line.strip()
+    if markdown:
+        title = title.lstrip("#").strip() or title
+    if len(title) > MAX_TITLE_CHARS:
+        title = title[:MAX_TITLE_CHARS].rstrip() + "…"
+    return title
+
+
+# ---------------------------------------------------------------- datelines and dates
+
+_AR_DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "01234567890123456789")
+_MONTHS_AR = {
+    1: ["كانون الثاني", "كانون ثاني", "يناير"],
+    2: ["شباط", "فبراير"],
+    3: ["آذار", "مارس"],
+    4: ["نيسان", "أبريل", "إبريل"],
+    5: ["أيار", "مايو"],
+    6: ["حزيران", "يونيو", "يونيه"],
+    7: ["تموز", "يوليو", "يوليه"],
+    8: ["آب", "أغسطس"],
+    9: ["أيلول", "سبتمبر"],
+    10: ["تشرين الأول", "تشرين أول", "أكتوبر"],
+    11: ["تشرين الثاني", "تشرين ثاني", "نوفمبر"],
+    12: ["كانون الأول", "كانون أول", "ديسمبر"],
+}
+_MONTHS_EN = ["january", "february", "march", "april", "may", "june", "july", "august", "september",
+              "october", "november", "december"]
+_MONTHS: dict[str, int] = {normalize(name): n for n, names in _MONTHS_AR.items() for name in names}
+_MONTHS.update({name: n for n, name in enumerate(_MONTHS_EN, 1)})
+_MONTHS.update({name[:3]: n for n, name in enumerate(_MONTHS_EN, 1)})
+_MONTHS["sept"] = 9
+_DATELINE = re.compile(r"\(\s*(?P<outlet>[^()\n]+?)\s*[-–—]\s*(?P<date>[^()\n\-–—]+?)\s*\)")
+
+
+def find_dateline(text: str) -> tuple[str | None, str | None]:
+    """(outlet, ISO date) from a ``(OUTLET / AGENCY - 28 سبتمبر 2020ء)`` dateline at the start of the first
+    paragraph after the title (or of the first line, when the text has no title line)."""
+    lines = [line for line in text.split("\n") if line.strip()][:2]
+    for line in reversed(lines):
+        match = _DATELINE.match(line.strip())
+        if match:
+            published = parse_date(match.group("date"))
+            if published:
+                outlet = match.group("outlet").split("/")[-1].strip()
+                return outlet or None, published
+    return None, None
+
+
+def parse_date(value: str) -> str | None:
+    """An ISO ``YYYY-MM-DD`` date from "2020-09-28", "28 سبتمبر 2020ء", "28 أيلول/سبتمبر ٢٠٢٠م",
+    "28 September 2020", "Sep 28, 2020"…; None when it is not a date."""
+    text = value.translate(_AR_DIGITS).strip()
+    text = re.sub(r"\s*(?:ء|م|AD)\.?$", "", text).strip()
+    iso = re.match(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:$|[T ])", text)
+    if iso:
+        return _iso(int(iso.group(1)), int(iso.group(2)), int(iso.group(3)))
+    match = re.fullmatch(r"(\d{1,2})\.?\s+(.+?),?\s+(\d{4})", text)
+    if match:
+        day, month, year = match.group(1), match.group(2), match.group(3)
+    else:
+        match = re.fullmatch(r"(.+?)\.?\s+(\d{1,2}),?\s+(\d{4})", text)
+        if not match:
+            return None
+        month, day, year = match.group(1), match.group(2), match.group(3)
+    number = _month_number(month)
+    return _iso(int(year), number, int(day)) if number else None
+
+
+def _month_number(name: str) -> int | None:
+    for part in [name, *name.split("/")]:
+        key = normalize(part).lower().rstrip(".")
+        if key in _MONTHS:
+            return _MONTHS[key]
+    return None
+
+
+def _iso(year: int, month: int, day: int) -> str | None:
+    try:
+        return dt.date(year, month, day).isoformat()
+    except ValueError:
+        return None
+
+
+def guess_lang(text: str) -> str | None:
+    """"ar" when most letters are Arabic script, "en" when most are Latin, else None."""
+    arabic = latin = total = 0
+    for c in text[:20000]:
+        if not c.isalpha():
+            continue
+        total += 1
+        if "\u0600" <= c <= "\u06ff" or "\u0750" <= c <= "\u077f" or "\u08a0" <= c <= "\u08ff" \
+                or "\ufb50" <= c <= "\ufdff" or "\ufe70" <= c <= "\ufeff":
+            arabic += 1
+        elif c < "\u0250":
+            latin += 1
+    if total and arabic > total / 2:
+        return "ar"
+    if total and latin > total / 2:
+        return "en"
+    return None
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def article_from_html(data: bytes, article_id: str | None, *, origin: str = "", base_url: str | None = None,
+                      charset: str | None = None) -> Article:
+    """The main text of an HTML page (menus, scripts, footers left out), with its title, canonical URL and date.
+    ``article_id`` None → the canonical URL (else ``base_url``) is the id."""
+    import trafilatura  # slow to import; only needed for HTML
+
+    for name in ("trafilatura", "htmldate"):  # they log every page they give up on; we report failures
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    html = decode_text(data, charset or _meta_charset(data))
+    try:
+        doc = None
+        for precise in (True, False):  # precision first: the default mode can mistake a menu for the article
+            doc = trafilatura.bare_extraction(
+                html, url=base_url, favor_precision=precise, with_metadata=True, include_comments=False,
+                include_tables=True, date_extraction_params=_DATE_PARAMS)
+            if doc is not None and _is_article(doc.text or "", html):
+                break
+            doc = None
+    except Exception as exc:  # trafilatura/lxml failures on hostile markup
+        raise InputError("the page could not be parsed as HTML") from exc
+    if doc is None:
+        raise InputError("no article text found in the page")
+    paragraphs = [line.strip() for line in (doc.text or "").split("\n") if line.strip()]
+    body = "\n\n".join(paragraphs)
+    title = (doc.title or "").strip()
+    if not title or (paragraphs[0] in title and len(paragraphs[0]) * 2 >= len(title)):  # "Headline | Site"
+        title = paragraphs[0]
+    if not body.startswith(title):
+        body = f"{title}\n\n{body}"
+    outlet, date = find_dateline(body)
+    url = doc.url if doc.url and doc.url.startswith(("http://", "https://")) else base_url
+    return Article(id=article_id or url or origin, title=_title_from_line(title, False), text=body, url=url,
+                   source=(doc.sitename or "").strip() or outlet, published=date or parse_date(doc.date or ""),
+                   lang=guess_lang(body), origin=origin)
+
+
+_DATE_PARAMS = {"original_date": True, "extensive_search": False}
+
+
+def _meta_charset(data: bytes) -> str | None:
+    match = re.search(rb"<meta[^>]+charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", data[:4096], re.IGNORECASE)
+    return match.group(1).decode("ascii").lower() if match else None
+
+
+def _is_article(text: str, html: str) -> bool:
+    """False when the extracted text is (almost) only link texts, i.e. a menu or a list of headlines."""
+    letters = sum(1 for c in text if c.isalpha())
+    if letters < 20:
+        return False
+    from lxml import html as lxml_html
+
+    try:
+        tree = lxml_html.fromstring(re.sub(r"\A\s*<\?xml[^>]*>", "", html))
+    except Exception:  # noqa: BLE001 — no tree, no links to discount
+        return True
+    links = sorted({" ".join(a.text_content().split()) for a in tree.iter("a")} - {""}, key=len, reverse=True)
+    rest = " ".join(text.split())
+    if links:  # whole link texts only, so a link "News" does not eat the word "Newsroom"
+        rest = re.sub(r"(?<!\w)(?:" + "|".join(map(re.escape, links[:2000])) + r")(?!\w)", " ", rest)
+    return sum(1 for c in rest if c.isalpha()) >= max(20, letters * 0.3)
+
+
+# ---------------------------------------------------------------- JSON and JSON Lines
+
+
+def _json_records(path: Path, root: str | None, settings: Settings) -> list[Article | Failure]:
+    text = decode_text(read_limited(path, settings))
+    out: list[Article | Failure] = []
+    if path.suffix.lower() == ".jsonl":
+        records: list[tuple[str, Any]] = []
+        for number, line in enumerate(text.lstrip("\ufeff").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append((f"{path}:{number}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                out.append(Failure(f"{path}:{number}", f"invalid JSON on line {number}: {exc.msg}"))
+    else:
+        try:
+            data = json.loads(text.lstrip("\ufeff"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON on line {exc.lineno}: {exc.msg}") from exc
+        items = data if isinstance(data, list) else [data]
+        records = [(f"{path}:{n}" if isinstance(data, list) else str(path), item)
+                   for n, item in enumerate(items, 1)]
+    for where, record in records:
+        out.append(_record_article(record, where, root))
+    return out
+
+
+def _record_article(record: Any, where: str, root: str | None) -> Article | Failure:
+    """One JSON record; ``where`` ("file.jsonl:3") is both its origin and the source of its failure."""
+    if not isinstance(record, dict):
+        return Failure(where, "expected a JSON object with a \"text\" field")
+    record_id = record.get("id")
+    article_id = str(record_id).strip() if isinstance(record_id, (str, int)) and str(record_id).strip() else None
+    raw = record.get("text")
+    if not isinstance(raw, str) or not raw.strip():
+        return Failure(where, "record has no text", article_id)
+    body = _clean_text(raw)
+
+    def field(name: str) -> str | None:
+        value = record.get(name)
+        return (str(value).strip() or None) if isinstance(value, (str, int, float)) else None
+
+    title = field("title") or _title_from_line(next(x for x in body.split("\n") if x.strip()), False)
+    if not body.startswith(title):
+        body = f"{title}\n\n{body}"
+    outlet, date = find_dateline(body)
+    published = field("published")
+    return Article(
+        id=article_id or hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16], title=title, text=body,
+        url=field("url"), source=field("source") or outlet,
+        published=(parse_date(published) if published else None) or date,
+        lang=field("lang") or guess_lang(body), origin=where, root=root)

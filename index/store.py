@@ -1,0 +1,297 @@
+"""The Chroma store: the only module that imports chromadb.
+
+Four collections per index name (``NEWSDESK_COLLECTION``, default ``newsdesk``):
+
+- ``<name>-passages``: one record per passage, written through llama-index's ``ChromaVectorStore`` as
+  ``TextNode``s with the stage-1 vector; id ``<article_id>#<n>``; the collection's metadata records the
+  embedder and dimension that built it.
+- ``<name>-accurate``: stage-2 vectors (e5) for the same passage ids; a passage without one is "pending".
+- ``<name>-articles``: the article registry (title, outlet, date, url, content hash, chunk count, where it
+  came from). Chroma needs a vector per record: these carry a constant 1-d one and are never queried.
+
+Writing an article is ordered so that a crash at any point loses nothing already indexed and a re-run repairs
+it: first its registry record is removed, then its old passages and accurate vectors, then the new passages
+are added, and the registry record (with the content hash) is written last. An article whose record is
+missing or whose hash differs is simply indexed again, and deleting by article id first means no duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np  # noqa: F401  (numpy before chromadb: avoids a circular-import crash with threads)
+import chromadb
+from chromadb.config import Settings as ChromaSettings
+from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+from llama_index.core.vector_stores.types import VectorStoreQuery
+from llama_index.vector_stores.chroma import ChromaVectorStore
+
+from .errors import EmbedderMismatchError, StoreError
+from .settings import Settings
+from .types import Article, Chunk
+
+log = logging.getLogger(__name__)
+
+_COSINE = {"hnsw": {"space": "cosine"}}
+_PAGE = 2000
+
+
+@dataclass
+class StoredPassage:
+    chunk_id: str
+    article_id: str
+    text: str
+    start: int
+    end: int
+    score: float = 0.0  # cosine similarity, for query results
+
+
+def _wrap(action: str):
+    """Decorator: turn any chromadb/transport failure into a one-line StoreError."""
+
+    def deco(fn):
+        def inner(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except (StoreError, ValueError, TypeError) as exc:
+                if isinstance(exc, StoreError):
+                    raise
+                raise StoreError(f"the index store failed while {action} ({type(exc).__name__})") from exc
+            except Exception as exc:  # chromadb raises many unrelated types (httpx, grpc, sqlite…)
+                raise StoreError(f"the index store failed while {action}: is {self.label} reachable?") from exc
+
+        inner.__name__ = fn.__name__
+        inner.__doc__ = fn.__doc__
+        return inner
+
+    return deco
+
+
+class Store:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.label = settings.store_label
+        name = settings.collection
+        self._names = {k: f"{name}-{k}" for k in ("passages", "accurate", "articles")}
+        chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+        try:
+            if settings.chroma_host:
+                self.client = chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port,
+                                                  settings=chroma_settings)
+                self.client.heartbeat()
+            else:
+                settings.home.mkdir(parents=True, exist_ok=True)
+                self.client = chromadb.PersistentClient(path=str(settings.home / "chroma"),
+                                                        settings=chroma_settings)
+        except Exception as exc:
+            raise StoreError(f"cannot open the index store ({self.label})") from exc
+        self._collections: dict = {}
+
+    # -- collections -------------------------------------------------------------------------------------
+
+    def _collection(self, kind: str, create: bool = True, metadata: dict | None = None):
+        if kind in self._collections:
+            return self._collections[kind]
+        name = self._names[kind]
+        if create:
+            col = self.client.get_or_create_collection(name, configuration=_COSINE, metadata=metadata,
+                                                       embedding_function=None)
+        else:
+            try:
+                col = self.client.get_collection(name, embedding_function=None)
+            except Exception:  # NotFoundError in embedded mode, a 404 wrapped differently over HTTP
+                return None
+        self._collections[kind] = col
+        return col
+
+    @_wrap("checking the embedder")
+    def check_embedder(self, name: str, dim: int, create: bool = False) -> None:
+        """Raise EmbedderMismatchError when the index was built by another embedder."""
+        col = self._collection("passages", create=create, metadata={"embedder": name, "dim": dim})
+        if col is None:
+            return
+        meta = col.metadata or {}
+        if meta.get("embedder") != name or int(meta.get("dim", dim)) != dim:
+            raise EmbedderMismatchError(
+                f"the index was built with the {meta.get('embedder')} embedder ({meta.get('dim')}-d), "
+                f"not {name} ({dim}-d): run `newsdesk index --rebuild PATH…` to rebuild it")
+
+    @_wrap("reading the embedder")
+    def embedder_info(self) -> dict | None:
+        col = self._collection("passages", create=False)
+        return dict(col.metadata or {}) if col is not None else None
+
+    def _vector_store(self) -> ChromaVectorStore:
+        return ChromaVectorStore(chroma_collection=self._collection("passages"))
+
+    @_wrap("deleting the index")
+    def drop_all(self) -> None:
+        for kind, name in self._names.items():
+            try:
+                self.client.delete_collection(name)
+            except Exception:
+                pass  # did not exist
+            self._collections.pop(kind, None)
+
+    # -- articles ----------------------------------------------------------------------------------------
+
+    @_wrap("reading the article registry")
+    def articles(self) -> dict[str, dict]:
+        col = self._collection("articles", create=False)
+        if col is None:
+            return {}
+        out: dict[str, dict] = {}
+        for offset in range(0, col.count(), _PAGE):
+            got = col.get(include=["metadatas"], limit=_PAGE, offset=offset)
+            out.update(zip(got["ids"], got["metadatas"]))
+        return out
+
+    @_wrap("writing an article")
+    def write_article(self, article: Article, chunks: Sequence[Chunk], vectors: np.ndarray,
+                      embedder: str, dim: int) -> None:
+        self.check_embedder(embedder, dim, create=True)
+        self._delete_article(article.id)
+        nodes = []
+        for chunk, vector in zip(chunks, vectors):
+            node = TextNode(
+                id_=chunk.id, text=chunk.text, start_char_idx=chunk.start, end_char_idx=chunk.end,
+                metadata={"article_id": article.id, "chunk_index": chunk.index},
+                relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=article.id)},
+                embedding=vector.tolist(),
+            )
+            nodes.append(node)
+        if nodes:
+            self._vector_store().add(nodes)
+        record = {
+            "title": article.title or "", "source": article.source or "", "published": article.published or "",
+            "url": article.url or "", "lang": article.lang or "", "origin": article.origin or "",
+            "root": article.root or "", "hash": article.content_hash, "chunks": len(chunks),
+            "text_chars": len(article.text),
+        }
+        self._collection("articles").upsert(ids=[article.id], embeddings=[[1.0]], metadatas=[record],
+                                            documents=[article.text])
+
+    def _delete_article(self, article_id: str) -> None:
+        registry = self._collection("articles", create=False)
+        if registry is not None:
+            registry.delete(ids=[article_id])
+        self._collection("passages").delete(where={"article_id": article_id})
+        accurate = self._collection("accurate", create=False)
+        if accurate is not None:
+            accurate.delete(where={"article_id": article_id})
+
+    @_wrap("removing an article")
+    def remove_article(self, article_id: str) -> None:
+        self._delete_article(article_id)
+
+    @_wrap("reading an article")
+    def article_text(self, article_id: str) -> str | None:
+        col = self._collection("articles", create=False)
+        if col is None:
+            return None
+        got = col.get(ids=[article_id], include=["documents"])
+        return got["documents"][0] if got["ids"] else None
+
+    # -- passages ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _passage(chunk_id: str, text: str, meta: dict, score: float = 0.0) -> StoredPassage:
+        start = int(meta.get("start", meta.get("start_char_idx", 0)) or 0)
+        node_content = meta.get("_node_content")
+        if node_content:
+            import json
+
+            info = json.loads(node_content)
+            start = int(info.get("start_char_idx") or 0)
+        return StoredPassage(chunk_id=chunk_id, article_id=str(meta.get("article_id", "")), text=text or "",
+                             start=start, end=start + len(text or ""), score=score)
+
+    @_wrap("searching")
+    def query_passages(self, vector: np.ndarray, n: int) -> list[StoredPassage]:
+        col = self._collection("passages", create=False)
+        if col is None or col.count() == 0:
+            return []
+        result = self._vector_store().query(VectorStoreQuery(query_embedding=vector.tolist(), similarity_top_k=n))
+        out = []
+        for node, sim in zip(result.nodes, result.similarities):
+            distance = -float(np.log(max(sim, 1e-30)))  # llama-index reports exp(-distance)
+            out.append(StoredPassage(chunk_id=node.node_id, article_id=str(node.metadata.get("article_id")),
+                                     text=node.get_content(), start=int(node.start_char_idx or 0),
+                                     end=int(node.end_char_idx or 0), score=1.0 - distance))
+        return out
+
+    @_wrap("reading passages")
+    def get_passages(self, chunk_ids: Sequence[str]) -> dict[str, StoredPassage]:
+        if not chunk_ids:
+            return {}
+        got = self._collection("passages").get(ids=list(chunk_ids), include=["documents", "metadatas"])
+        return {i: self._passage(i, d, m) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
+
+    @_wrap("reading passages")
+    def iter_passages(self, with_vectors: bool = False) -> Iterator[tuple[StoredPassage, np.ndarray | None]]:
+        col = self._collection("passages", create=False)
+        if col is None:
+            return
+        include = ["documents", "metadatas"] + (["embeddings"] if with_vectors else [])
+        for offset in range(0, col.count(), _PAGE):
+            got = col.get(include=include, limit=_PAGE, offset=offset)
+            vecs = got.get("embeddings") if with_vectors else None
+            for j, (i, d, m) in enumerate(zip(got["ids"], got["documents"], got["metadatas"])):
+                yield self._passage(i, d, m), (np.asarray(vecs[j], dtype=np.float32) if vecs is not None else None)
+
+    @_wrap("counting passages")
+    def count(self, kind: str = "passages") -> int:
+        col = self._collection(kind, create=False)
+        return col.count() if col is not None else 0
+
+    # -- accurate (stage 2) vectors ----------------------------------------------------------------------
+
+    @_wrap("listing passages without accurate vectors")
+    def pending_accurate(self) -> list[str]:
+        col = self._collection("passages", create=False)
+        if col is None:
+            return []
+        all_ids: list[str] = []
+        for offset in range(0, col.count(), _PAGE):
+            all_ids.extend(col.get(include=[], limit=_PAGE, offset=offset)["ids"])
+        acc = self._collection("accurate", create=False)
+        done: set[str] = set()
+        if acc is not None:
+            for offset in range(0, acc.count(), _PAGE):
+                done.update(acc.get(include=[], limit=_PAGE, offset=offset)["ids"])
+        return [i for i in all_ids if i not in done]
+
+    @_wrap("writing accurate vectors")
+    def add_accurate(self, passages: Sequence[StoredPassage], vectors: np.ndarray, embedder: str) -> None:
+        col = self._collection("accurate", metadata={"embedder": embedder, "dim": int(vectors.shape[1])})
+        # a passage may have been replaced since it was read: only keep vectors for passages still present
+        present = set(self._collection("passages").get(ids=[p.chunk_id for p in passages], include=[])["ids"])
+        keep = [i for i, p in enumerate(passages) if p.chunk_id in present]
+        if keep:
+            col.upsert(ids=[passages[i].chunk_id for i in keep], embeddings=vectors[keep].tolist(),
+                       metadatas=[{"article_id": passages[i].article_id} for i in keep])
+
+    @_wrap("searching accurate vectors")
+    def query_accurate(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
+        col = self._collection("accurate", create=False)
+        if col is None or col.count() == 0:
+            return []
+        got = col.query(query_embeddings=[vector.tolist()], n_results=min(n, col.count()), include=["distances"])
+        return [(i, 1.0 - float(d)) for i, d in zip(got["ids"][0], got["distances"][0])]
+
+    @_wrap("reading accurate vectors")
+    def get_accurate_vectors(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        col = self._collection("accurate", create=False)
+        if col is None or not chunk_ids:
+            return {}
+        got = col.get(ids=list(chunk_ids), include=["embeddings"])
+        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"])}
+
+    @_wrap("reading passage vectors")
+    def get_passage_vectors(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if not chunk_ids:
+            return {}
+        got = self._collection("passages").get(ids=list(chunk_ids), include=["embeddings"])
+        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"])}
