@@ -121,9 +121,12 @@ def cmd_ask(args, settings: Settings) -> int:
     engine = _engine(settings)
     if args.questions:
         async def run_all():
-            for question in _questions(args.questions):
-                _print_json((await engine.ask(question, k=args.k)).to_json())
-                sys.stdout.flush()
+            try:
+                for question in _questions(args.questions):
+                    _print_json((await engine.ask(question, k=args.k)).to_json())
+                    sys.stdout.flush()
+            finally:
+                await engine.aclose()
         asyncio.run(run_all())
         return 0
     if not args.question:
@@ -174,7 +177,13 @@ def cmd_chat(args, settings: Settings) -> int:
             history.append(Turn(question=line, answer=last.text))
             print(format_answer_text(last))
 
-    asyncio.run(loop())
+    async def main():
+        try:
+            await loop()
+        finally:
+            await engine.aclose()
+
+    asyncio.run(main())
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import weakref
 from collections.abc import Sequence
 
 from index.errors import LLMError
@@ -66,15 +67,34 @@ class Engine:
         self.settings = settings
         self.index = index or Index(settings)
         self.extractor = Extractor(self.index.embedder)
-        self._client = None
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> client
+        self._client = None  # the client used outside any event loop (not expected; kept for completeness)
 
     @property
     def client(self):
-        if self._client is None and self.settings.llm_enabled:
-            from index.openai_client import make_async_client
+        """The async OpenAI client of the running event loop (None offline). An async client's connections
+        belong to the loop that opened them, so each loop gets its own: ``ask_sync`` twice, or the CLI and a
+        test in different loops, must not reuse connections of a closed loop."""
+        if not self.settings.llm_enabled:
+            return None
+        from index.openai_client import make_async_client
 
-            self._client = make_async_client(self.settings)
-        return self._client
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if self._client is None:
+                self._client = make_async_client(self.settings)
+            return self._client
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = make_async_client(self.settings)
+        return client
+
+    async def aclose(self) -> None:
+        """Close the language model client of the running event loop, if one was opened."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
 
     @property
     def mode(self) -> str:
@@ -115,7 +135,14 @@ class Engine:
                       standalone_question=standalone)
 
     def ask_sync(self, question: str, history: Sequence[Turn] = (), k: int | None = None) -> Answer:
-        return asyncio.run(self.ask(question, history, k))
+        """``ask`` from blocking code: runs its own event loop and closes the client it used."""
+        async def run() -> Answer:
+            try:
+                return await self.ask(question, history, k)
+            finally:
+                await self.aclose()
+
+        return asyncio.run(run())
 
     def _extractive(self, question: str, standalone: str, hits: list[Hit]) -> Answer:
         if not hits:

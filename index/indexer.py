@@ -35,6 +35,14 @@ class _Pending:
     vectors: list[np.ndarray] = field(default_factory=list)
 
 
+def embed_text(title: str | None, text: str) -> str:
+    """What is embedded for a passage: the passage with its article's title as context (a passage rarely
+    names the subject its article is about), unless it already starts with the title."""
+    if title and not text.startswith(title):
+        return f"{title}\n{text}"
+    return text
+
+
 def plan(articles: Sequence[Article], registry: dict[str, dict], report: IndexReport) -> list[_Pending]:
     """Decide per article: unchanged (skip), new, or changed; duplicates within one batch fail."""
     todo, seen = [], set()
@@ -63,7 +71,7 @@ def write_stage1(store: Store, embedder: Embedder, todo: list[_Pending], report:
     try:
         for i in range(0, len(queue), batch):
             part = queue[i:i + batch]
-            vectors = embedder.passages([c.text for _, c in part])
+            vectors = embedder.passages([embed_text(p.article.title, c.text) for p, c in part])
             for (pending, _), vector in zip(part, vectors):
                 pending.vectors.append(vector)
             # write every article that is now complete, in order
@@ -106,6 +114,7 @@ def fill_accurate(store: Store, embedder: Embedder, batch: int = 16, show_progre
     """Stage 2: give every pending passage an accurate vector. Safe to interrupt: each batch is written as
     soon as it is encoded. Returns how many passages were done."""
     pending = store.pending_accurate()
+    titles = {aid: meta.get("title") for aid, meta in store.articles().items()} if pending else {}
     if limit is not None:
         pending = pending[:limit]
     bar = Progress("accurate vectors", len(pending), show_progress)
@@ -116,7 +125,7 @@ def fill_accurate(store: Store, embedder: Embedder, batch: int = 16, show_progre
                 break
             passages = list(store.get_passages(pending[i:i + batch]).values())
             if passages:
-                vectors = embedder.passages([p.text for p in passages])
+                vectors = embedder.passages([embed_text(titles.get(p.article_id), p.text) for p in passages])
                 store.add_accurate(passages, vectors, embedder.name)
             done += len(passages)
             bar.advance(len(pending[i:i + batch]))

@@ -240,10 +240,8 @@ def _one_line(message: str) -> str:
 
 
 def _clean_text(text: str) -> str:
-    """Normalise line endings; drop leading blank lines and trailing white space; keep the rest exact."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = re.sub(r"\A(?:[ \t\f\v\u00a0\ufeff]*\n)+", "", text)
-    return text.rstrip()
+    """Normalise line endings and drop white space (blank lines) at both ends; keep the rest exact."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
 
 
 # ---------------------------------------------------------------- text and markdown files
@@ -417,9 +415,7 @@ def article_from_html(data: bytes, article_id: str | None, *, origin: str = "", 
         raise InputError("no article text found in the page")
     paragraphs = [line.strip() for line in (doc.text or "").split("\n") if line.strip()]
     body = "\n\n".join(paragraphs)
-    title = (doc.title or "").strip()
-    if not title or (paragraphs[0] in title and len(paragraphs[0]) * 2 >= len(title)):  # "Headline | Site"
-        title = paragraphs[0]
+    title = (doc.title or "").strip() or paragraphs[0]
     if not body.startswith(title):
         body = f"{title}\n\n{body}"
     outlet, date = find_dateline(body)

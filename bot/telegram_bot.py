@@ -1,0 +1,501 @@
+"""The Telegram front end: python-telegram-bot handlers that translate updates into engine / index calls and
+answers into Telegram HTML (rendered by :mod:`bot.telegram_render`). The only module that imports ``telegram``.
+
+Questions go to :meth:`Engine.ask` (async); blocking index calls run through ``asyncio.to_thread``. Updates are
+handled concurrently, so a slow answer in one chat does not hold up another. Per-chat state (follow-up history,
+the citations behind the source buttons) lives in ``context.chat_data``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+import math
+import re
+import secrets
+import tempfile
+import threading
+import time
+import warnings
+from collections import OrderedDict, deque
+from datetime import timedelta
+from importlib.util import find_spec
+from pathlib import Path
+from urllib.parse import urlparse
+
+from telegram import (
+    BotCommand,
+    Chat,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
+    MessageEntity,
+    ReplyParameters,
+    Update,
+)
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import InvalidToken, RetryAfter, TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from index.errors import ConfigError, NewsdeskError
+from index.loaders import EXTENSIONS
+from index.settings import Settings
+
+from . import telegram_render as render
+from .answers import Answer, Citation, Turn
+from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment."
+TYPING_EVERY = 4.0  # seconds; Telegram shows "typing…" for about 5 s
+FILL_EVERY = 30.0  # seconds between checks for passages still missing accurate vectors
+MAX_RETRY_WAIT = 60.0  # flood control: longer waits are not worth holding a handler for
+ANSWERS_PER_CHAT = 50  # answers whose source buttons still work, per chat
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+NEW_MESSAGE = filters.UpdateType.MESSAGE  # not edits, not channel posts
+_SAFE_NAME = re.compile(r"[^\w.-]+")
+_SOURCE_BUTTON = re.compile(r"^src:([\w-]{1,16}):(\d{1,3})$")
+
+
+# -- small helpers --------------------------------------------------------------------------------------------
+
+class RateLimiter:
+    """At most ``per_minute`` events per key in any rolling 60 s (0 = no limit)."""
+
+    def __init__(self, per_minute: int, window: float = 60.0) -> None:
+        self.per_minute, self.window = per_minute, window
+        self._hits: dict[int, deque[float]] = {}
+
+    def wait(self, key: int, now: float | None = None) -> float:
+        """0 and the event is counted, or the seconds until one is allowed again."""
+        if self.per_minute <= 0:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        if len(hits) >= self.per_minute:
+            return hits[0] + self.window - now
+        hits.append(now)
+        if len(self._hits) > 10_000:  # forget idle users
+            self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - self.window}
+        return 0.0
+
+
+class _RedactToken(logging.Filter):
+    """Replaces the bot token in log records (PTB logs its API URL at DEBUG, and InvalidToken quotes it)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.token in message:
+            record.msg, record.args = message.replace(self.token, "<token>"), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and self.token in record.exc_text:
+            record.exc_text = record.exc_text.replace(self.token, "<token>")
+        return True
+
+
+def _protect_logs(token: str) -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # httpx logs every URL, token included, at INFO
+    names = [n for n in logging.Logger.manager.loggerDict if n.split(".")[0] in {"telegram", "httpx", "httpcore"}]
+    for name in {*names, "telegram", __name__}:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactToken) and f.token == token for f in logger.filters):
+            logger.addFilter(_RedactToken(token))
+
+
+def safe_filename(name: str | None, default_ext: str = ".txt") -> str:
+    """A file name that is safe to create in a temp folder: the basename only, odd characters replaced,
+    no leading dots, the (lower-cased) extension kept."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        stem, ext = base, ""
+    stem = _SAFE_NAME.sub("_", stem).strip("._-")[:80] or "upload"
+    ext = _SAFE_NAME.sub("", ext).lower()[:8] or default_ext.lstrip(".")
+    return f"{stem}.{ext}"
+
+
+def _file_base_url(base_url: str) -> str | None:
+    """``http://host/bot`` → ``http://host/file/bot`` (the Bot API's file download URL)."""
+    at = base_url.rfind("/bot")
+    return base_url[:at] + "/file" + base_url[at:] if at >= 0 else None
+
+
+def _seconds(value) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+async def _retry(call, attempts: int = 3):
+    """Run ``call()`` (a Bot API request), waiting out flood control (RetryAfter) a few times."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except RetryAfter as exc:
+            with warnings.catch_warnings():  # the int/timedelta deprecation of retry_after
+                warnings.simplefilter("ignore")
+                wait = _seconds(exc.retry_after)
+            if attempt == attempts - 1 or wait > MAX_RETRY_WAIT:
+                raise
+            log.warning("flood control: waiting %.0f s before retrying", wait)
+            await asyncio.sleep(wait + 0.1)
+
+
+@contextlib.asynccontextmanager
+async def typing(bot, chat_id: int):
+    """Show "typing…" in the chat until the block ends."""
+    async def keep_typing():
+        while True:
+            with contextlib.suppress(TelegramError):
+                await bot.send_chat_action(chat_id, ChatAction.TYPING)
+            await asyncio.sleep(TYPING_EVERY)
+
+    task = asyncio.create_task(keep_typing())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+# -- the bot --------------------------------------------------------------------------------------------------
+
+class NewsdeskBot:
+    """The handlers, with the engine, the settings and the rate limiter they share."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings, self.engine, self.index = settings, engine, engine.index
+        self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        self._stopping = threading.Event()
+        self._fill_task: asyncio.Task | None = None
+
+    # sending
+
+    async def send(self, bot, chat_id: int, texts: list[str] | str, *, reply_to: Message | None = None,
+                   markup=None) -> None:
+        """Send HTML message(s); the first replies to ``reply_to``, the last carries ``markup``."""
+        texts = [texts] if isinstance(texts, str) else texts
+        thread = reply_to.message_thread_id if reply_to is not None and reply_to.is_topic_message else None
+        for i, text in enumerate(texts):
+            options = {"parse_mode": ParseMode.HTML, "message_thread_id": thread,
+                       "link_preview_options": LinkPreviewOptions(is_disabled=True),
+                       "reply_markup": markup if i == len(texts) - 1 else None,
+                       "reply_parameters": ReplyParameters(reply_to.message_id, allow_sending_without_reply=True)
+                       if reply_to is not None and i == 0 else None}
+            await _retry(lambda text=text, options=options: bot.send_message(chat_id, text, **options))
+
+    async def reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE, texts: list[str] | str) -> None:
+        await self.send(context.bot, update.effective_chat.id, texts, reply_to=update.effective_message)
+
+    # lifecycle
+
+    async def post_init(self, app: Application) -> None:
+        await _retry(lambda: app.bot.set_my_commands([BotCommand(n, d) for n, d in render.COMMANDS]))
+        self._stopping.clear()
+        self._fill_task = asyncio.create_task(self._background(), name="newsdesk-fill-accurate")
+        log.info("newsdesk bot @%s is up", app.bot.username)
+
+    async def post_shutdown(self, app: Application) -> None:
+        self._stopping.set()
+        if self._fill_task is not None:
+            self._fill_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fill_task
+            self._fill_task = None
+
+    async def _background(self) -> None:
+        """Load the embedder before the first question, then fill in stage-2 vectors in small batches."""
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.index.search, "warm-up", 1)
+        while not self._stopping.is_set():
+            try:
+                while not self._stopping.is_set() and await asyncio.to_thread(
+                        self.index.fill_accurate, limit=32, should_stop=self._stopping.is_set) > 0:
+                    pass
+            except NewsdeskError as exc:
+                log.warning("accurate vectors: %s", exc)
+            except Exception:
+                log.exception("accurate vectors: unexpected error")
+            await asyncio.sleep(FILL_EVERY)
+
+    # guarding
+
+    def _addressed(self, message: Message, bot) -> tuple[bool, str]:
+        """Whether a message is meant for the bot, and its text without the @mention. In a private chat every
+        message is; in a group only a mention of the bot or a reply to one of its messages."""
+        text = message.text or message.caption or ""
+        if message.chat.type == Chat.PRIVATE:
+            return True, text
+        addressed = False
+        kinds = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
+        entities = message.parse_entities(kinds) if message.text else message.parse_caption_entities(kinds)
+        for entity, value in entities.items():
+            if (entity.type == MessageEntity.MENTION and value.lower() == f"@{bot.username}".lower()
+                    or entity.type == MessageEntity.TEXT_MENTION and entity.user and entity.user.id == bot.id):
+                addressed, text = True, text.replace(value, " ", 1)
+        replied = message.reply_to_message
+        if replied is not None and replied.from_user is not None and replied.from_user.id == bot.id:
+            addressed = True
+        return addressed, text
+
+    async def guard(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Runs before every handler: when an allow-list is set, other chats and users get one polite line."""
+        allowed = self.settings.telegram_allowed_chat_ids
+        chat, user = update.effective_chat, update.effective_user
+        if not allowed or (chat and chat.id in allowed) or (user and user.id in allowed):
+            return
+        if update.callback_query:
+            await _retry(lambda: update.callback_query.answer("Sorry, this bot is private."))
+        elif update.message and (self._addressed(update.message, context.bot)[0]
+                                 or (update.message.text or "").startswith("/")):
+            await self.reply(update, context, "Sorry, this bot is private: it only answers in the chats it was "
+                                              "set up for.")
+        raise ApplicationHandlerStop
+
+    def _is_admin(self, update: Update) -> bool:
+        return update.effective_user is not None and update.effective_user.id in self.settings.telegram_admin_ids
+
+    async def _refuse(self, update: Update, context) -> None:
+        await self.reply(update, context, "Sorry, only the bot's admins can add or re-index articles.")
+
+    # questions
+
+    def _history(self, chat_data: dict) -> list[Turn]:
+        if time.monotonic() - chat_data.get("history_at", 0.0) > self.settings.history_ttl_seconds:
+            chat_data["history"] = []
+        return chat_data.setdefault("history", [])
+
+    def _remember(self, chat_data: dict, question: str, answer: Answer) -> str:
+        """Keep the turn for follow-ups and the citations for the source buttons; returns the answer's key."""
+        keep = self.settings.history_turns
+        history = [*self._history(chat_data), Turn(question=question, answer=answer.text)]
+        chat_data["history"], chat_data["history_at"] = (history[-keep:] if keep else []), time.monotonic()
+        answers: OrderedDict = chat_data.setdefault("answers", OrderedDict())
+        key = secrets.token_urlsafe(6)
+        answers[key] = answer.citations
+        while len(answers) > ANSWERS_PER_CHAT:
+            answers.popitem(last=False)
+        return key
+
+    async def answer(self, update: Update, context: ContextTypes.DEFAULT_TYPE, question: str) -> None:
+        question = question.strip()
+        if not question:
+            await self.reply(update, context, "Ask me a question about the news, for example: "
+                                              f"<i>{html.escape(render.EXAMPLES[0])}</i>")
+            return
+        if len(question) > render.MAX_QUESTION_CHARS:
+            await self.reply(update, context, f"That is too long for a question ({len(question):,} characters). "
+                                              f"Please ask in under {render.MAX_QUESTION_CHARS:,} characters.")
+            return
+        wait = self.limiter.wait(update.effective_user.id if update.effective_user else update.effective_chat.id)
+        if wait:
+            await self.reply(update, context, f"Slow down a little, please: try again in {math.ceil(wait)} s.")
+            return
+        chat_data = context.chat_data
+        history = self._history(chat_data)[-self.settings.history_turns:] if self.settings.history_turns else []
+        async with typing(context.bot, update.effective_chat.id):
+            answer = await self.engine.ask(question, list(history))
+        key = self._remember(chat_data, question, answer)
+        buttons = [InlineKeyboardButton(f"[{c.n}]", callback_data=f"src:{key}:{c.n}") for c in answer.citations]
+        markup = InlineKeyboardMarkup([buttons[i:i + 5] for i in range(0, len(buttons), 5)]) if buttons else None
+        await self.send(context.bot, update.effective_chat.id, render.answer_messages(answer),
+                        reply_to=update.effective_message, markup=markup)
+
+    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        addressed, text = self._addressed(update.message, context.bot)
+        if addressed:
+            await self.answer(update, context, text)
+
+    async def cmd_ask(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        parts = (update.message.text or "").split(maxsplit=1)
+        await self.answer(update, context, parts[1] if len(parts) > 1 else "")
+
+    async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Stickers, photos, voice…: a short hint, when meant for the bot."""
+        if self._addressed(update.message, context.bot)[0]:
+            await self.reply(update, context, "I can only read text. Please type your question about the news.")
+
+    async def on_unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.effective_chat.type == Chat.PRIVATE:
+            await self.reply(update, context, "I don't know that command. /help lists what I can do.")
+
+    async def on_source_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        match = _SOURCE_BUTTON.match(query.data or "")
+        citations: list[Citation] = (context.chat_data or {}).get("answers", {}).get(match.group(1), []) \
+            if match else []
+        citation = next((c for c in citations if c.n == int(match.group(2))), None) if match else None
+        if citation is None:
+            await _retry(lambda: query.answer("This answer has expired: please ask again.", show_alert=True))
+            return
+        await _retry(lambda: query.answer())
+        await self.send(context.bot, update.effective_chat.id, render.passage_messages(citation),
+                        reply_to=query.message if isinstance(query.message, Message) else None)
+
+    # commands
+
+    async def cmd_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self.reply(update, context, render.help_text(self.settings))
+
+    async def cmd_new(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        context.chat_data["history"] = []
+        await self.reply(update, context, "Starting a new conversation: ask away.")
+
+    async def cmd_sources(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        rows = await asyncio.to_thread(self.index.list_articles)
+        await self.reply(update, context, render.sources_messages(rows))
+
+    async def cmd_stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        stats = await asyncio.to_thread(self.index.stats)
+        await self.reply(update, context, render.stats_text(stats))
+
+    async def _title(self, article_id: str) -> str | None:
+        rows = await asyncio.to_thread(self.index.list_articles)
+        return next((r["title"] for r in rows if article_id in (r["id"], r["url"])), None)
+
+    async def cmd_add(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self._is_admin(update):
+            return await self._refuse(update, context)
+        url = context.args[0] if context.args else ""
+        if not re.match(r"^https?://\S+$", url, re.IGNORECASE):
+            return await self.reply(update, context, "Usage: /add https://example.com/some-article")
+        async with typing(context.bot, update.effective_chat.id):
+            report = await asyncio.to_thread(self.index.index, [url])
+            title = await self._title(url) or url
+        await self.reply(update, context, render.index_summary(report, title))
+
+    async def cmd_reindex(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self._is_admin(update):
+            return await self._refuse(update, context)
+        folder = self.settings.articles_dir
+        if folder is None:
+            return await self.reply(update, context, "No articles folder is configured (NEWSDESK_ARTICLES_DIR), "
+                                                     "so there is nothing to re-scan.")
+        async with typing(context.bot, update.effective_chat.id):
+            report = await asyncio.to_thread(self.index.index, [str(folder)], prune=True)
+        await self.reply(update, context, render.reindex_summary(report, folder))
+
+    async def on_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        if not self._addressed(message, context.bot)[0]:
+            return
+        if not self._is_admin(update):
+            return await self._refuse(update, context)
+        doc = message.document
+        name = safe_filename(doc.file_name)
+        if Path(name).suffix not in EXTENSIONS:
+            return await self.reply(update, context, "I can index these files: "
+                                    + " ".join(sorted(EXTENSIONS)) + ".")
+        cap = int(self.settings.upload_max_mb * 1024 * 1024)
+        if doc.file_size and doc.file_size > cap:
+            return await self.reply(update, context, f"That file is too big ({doc.file_size / 1048576:.1f} MB); "
+                                                     f"the limit is {self.settings.upload_max_mb:g} MB.")
+        async with typing(context.bot, update.effective_chat.id):
+            with tempfile.TemporaryDirectory(prefix="newsdesk-upload-") as tmp:
+                path = Path(tmp) / name
+                file = await _retry(lambda: context.bot.get_file(doc.file_id))
+                await file.download_to_drive(path)
+                if path.stat().st_size > cap:
+                    return await self.reply(update, context, f"That file is too big; the limit is "
+                                                             f"{self.settings.upload_max_mb:g} MB.")
+                report = await asyncio.to_thread(self.index.index, [str(path)])
+            title = await self._title(path.stem) or doc.file_name or name
+        await self.reply(update, context, render.index_summary(report, title))
+
+    # errors
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The one error handler: our own errors are explained, anything else is logged and apologised for."""
+        error = context.error
+        if isinstance(error, NewsdeskError):
+            log.warning("could not handle an update: %s", error)
+            text = f"Sorry: {html.escape(str(error))}"
+        else:
+            log.error("unexpected error while handling an update", exc_info=error)
+            text = html.escape(APOLOGY)
+        if isinstance(update, Update) and update.effective_chat is not None:
+            with contextlib.suppress(TelegramError):
+                await self.send(context.bot, update.effective_chat.id, text)
+
+
+# -- building and running -------------------------------------------------------------------------------------
+
+def build_application(settings: Settings, engine: Engine) -> Application:
+    if not settings.telegram_bot_token:
+        raise ConfigError("TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather and put its token in "
+                          "the environment or .env")
+    _protect_logs(settings.telegram_bot_token)
+    newsdesk = NewsdeskBot(settings, engine)
+    builder = (ApplicationBuilder().token(settings.telegram_bot_token).concurrent_updates(True)
+               .post_init(newsdesk.post_init).post_shutdown(newsdesk.post_shutdown))
+    if settings.telegram_api_base_url:
+        builder = builder.base_url(settings.telegram_api_base_url)
+        file_url = _file_base_url(settings.telegram_api_base_url)
+        if file_url:
+            builder = builder.base_file_url(file_url)
+    app = builder.build()
+    app.bot_data["newsdesk"] = newsdesk
+    app.add_handler(TypeHandler(Update, newsdesk.guard), group=-1)
+    commands = {"start": newsdesk.cmd_help, "help": newsdesk.cmd_help, "ask": newsdesk.cmd_ask,
+                "new": newsdesk.cmd_new, "sources": newsdesk.cmd_sources, "stats": newsdesk.cmd_stats,
+                "add": newsdesk.cmd_add, "reindex": newsdesk.cmd_reindex}
+    for name, callback in commands.items():
+        app.add_handler(CommandHandler(name, callback, filters=NEW_MESSAGE))
+    app.add_handler(CallbackQueryHandler(newsdesk.on_source_button, pattern=r"^src:"))
+    app.add_handler(MessageHandler(NEW_MESSAGE & filters.Document.ALL, newsdesk.on_document))
+    app.add_handler(MessageHandler(NEW_MESSAGE & filters.TEXT & ~filters.COMMAND, newsdesk.on_text))
+    app.add_handler(MessageHandler(NEW_MESSAGE & filters.COMMAND, newsdesk.on_unknown_command))
+    app.add_handler(MessageHandler(NEW_MESSAGE & ~filters.TEXT & ~filters.StatusUpdate.ALL, newsdesk.on_other))
+    app.add_error_handler(newsdesk.on_error)
+    return app
+
+
+def run_bot(settings: Settings, webhook_url: str | None = None, webhook_port: int | None = None,
+            webhook_secret: str | None = None) -> int:
+    """``newsdesk bot``: long polling, or a webhook when a URL is given. Returns on SIGINT/SIGTERM."""
+    if not settings.telegram_bot_token:
+        raise ConfigError("TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather and put its token in "
+                          "the environment or .env")
+    if not isinstance(logging.getLevelName(settings.log_level), int):
+        raise ConfigError(f"NEWSDESK_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {settings.log_level!r}")
+    logging.getLogger().setLevel(settings.log_level)
+    webhook_url = webhook_url or settings.telegram_webhook_url
+    if webhook_url and find_spec("tornado") is None:
+        raise ConfigError("webhook mode needs python-telegram-bot's webhook server: "
+                          "pip install 'python-telegram-bot[webhooks]' (or run without a webhook URL)")
+    app = build_application(settings, Engine(settings))
+    try:
+        if webhook_url:
+            app.run_webhook(listen="0.0.0.0", port=webhook_port or settings.telegram_webhook_port,
+                            url_path=urlparse(webhook_url).path.lstrip("/"), webhook_url=webhook_url,
+                            secret_token=webhook_secret or settings.telegram_webhook_secret,
+                            allowed_updates=ALLOWED_UPDATES)
+        else:
+            app.run_polling(allowed_updates=ALLOWED_UPDATES)
+    except InvalidToken:
+        raise ConfigError("Telegram rejected TELEGRAM_BOT_TOKEN: check it with @BotFather") from None
+    except TelegramError as exc:
+        log.error("could not start the bot: %s", exc.__class__.__name__)
+        raise ConfigError("could not reach the Telegram Bot API: check the network and TELEGRAM_API_BASE_URL") \
+            from None
+    return 0

@@ -1,0 +1,182 @@
+"""Telegram HTML for answers, sources and bot texts, and the splitter that keeps each message under
+Telegram's 4,096-character limit. Pure functions: no ``telegram`` import (only ``telegram_bot`` talks to it)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from html import escape
+
+from index.settings import Settings
+from index.types import IndexReport
+
+from .answers import Answer, Citation
+
+LIMIT = 4096  # Telegram's limit on one message's text
+MAX_QUESTION_CHARS = 4000
+EXAMPLES = ("What weapons did each side allege?", "Who is the spokesperson of the Armenian Ministry of Defense?",
+            "ماذا قالت وزارة الدفاع الأذربيجانية؟")
+COMMANDS = (("start", "what this bot does"), ("help", "how to ask, with examples"),
+            ("ask", "ask a question (in groups: /ask your question)"), ("new", "start a new conversation"),
+            ("sources", "the indexed articles"), ("stats", "the size of the index"),
+            ("add", "admins: index a web article (/add URL)"), ("reindex", "admins: re-scan the articles folder"))
+
+_TOKEN = re.compile(r"<[^>]*>|&#?\w+;|\n|[^\S\n]+|[^<&\s]{1,100}")
+_TAG = re.compile(r"</?([a-zA-Z0-9-]+)")
+_SENTENCE_END = re.compile(r"(?<=[.!?؟。»”\"])\s+")
+
+
+def units(text: str) -> int:
+    """Length as Telegram counts it (UTF-16 code units); never less than ``len(text)``."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+# -- splitting --------------------------------------------------------------------------------------------------
+
+def split_html(block: str, limit: int = LIMIT) -> list[str]:
+    """Split one over-long HTML block between words (or inside a very long word), never inside a tag or an
+    entity; tags open at a split are closed at the end of one piece and reopened at the start of the next."""
+    pieces: list[str] = []
+    cur, cur_units, stack = "", 0, []  # stack: (name, opening tag) of the tags open at this point
+    has_text = False  # whether ``cur`` holds more than the tags reopened after a split
+
+    def closing(tags) -> str:
+        return "".join(f"</{name}>" for name, _ in reversed(tags))
+
+    for tok in _TOKEN.findall(block):
+        after = list(stack)
+        name = _TAG.match(tok)
+        if name and tok.startswith("</"):
+            after = after[:-1]
+        elif name:
+            after.append((name.group(1), tok))
+        if has_text and cur_units + units(tok) + units(closing(after)) > limit:
+            pieces.append(cur + closing(stack))
+            cur = "".join(opening for _, opening in stack)
+            cur_units, has_text = units(cur), False
+            if tok.isspace():
+                continue
+        cur += tok
+        cur_units += units(tok)
+        has_text = has_text or not (name or tok.isspace())
+        stack = after
+    if has_text:
+        pieces.append(cur + closing(stack))
+    return pieces
+
+
+def pack(blocks: Iterable[str], limit: int = LIMIT, sep: str = "\n") -> list[str]:
+    """Greedily pack whole blocks into messages of at most ``limit``; only a block that is longer than a
+    message on its own is split (by :func:`split_html`)."""
+    messages: list[str] = []
+    cur = ""
+    for block in blocks:
+        parts = [block] if units(block) <= limit else split_html(block, limit)
+        for part in parts:
+            if cur and units(cur) + units(sep) + units(part) <= limit:
+                cur += sep + part
+            else:
+                if cur:
+                    messages.append(cur)
+                cur = part.lstrip("\n")
+    if cur.strip():
+        messages.append(cur)
+    return messages
+
+
+# -- answers ----------------------------------------------------------------------------------------------------
+
+def _link(title: str, url: str | None) -> str:
+    return f'<a href="{escape(url)}">{escape(title)}</a>' if url else escape(title)
+
+
+def source_heading(c: Citation) -> str:
+    """``[n] title — outlet, date``, the title linked when the article has a URL."""
+    meta = ", ".join(x for x in (c.source, c.published) if x)
+    return f"[{c.n}] {_link(c.title or c.article_id, c.url)}" + (f" — {escape(meta)}" if meta else "")
+
+
+def answer_blocks(answer: Answer, limit: int = LIMIT) -> list[str]:
+    blocks = [f"<i>{escape(answer.notice)}</i>"] if answer.notice else []
+    for line in answer.text.split("\n"):
+        if units(escape(line)) <= limit:
+            blocks.append(escape(line))
+        else:  # a long paragraph: break it between sentences first
+            blocks += pack((escape(s) for s in _SENTENCE_END.split(line)), limit, sep=" ")
+    if answer.citations:
+        blocks.append("\n<b>Sources</b>")
+        blocks += [f"{source_heading(c)}\n<blockquote expandable>{escape(c.quote)}</blockquote>"
+                   for c in answer.citations]
+    return blocks
+
+
+def answer_messages(answer: Answer, limit: int = LIMIT) -> list[str]:
+    return pack(answer_blocks(answer, limit), limit)
+
+
+def passage_messages(c: Citation, limit: int = LIMIT) -> list[str]:
+    """A source's whole passage, its quote in bold."""
+    passage = c.passage or c.quote
+    at = passage.find(c.quote) if c.quote else -1
+    if at >= 0:
+        body = f"{escape(passage[:at])}<b>{escape(c.quote)}</b>{escape(passage[at + len(c.quote):])}"
+    else:
+        body = escape(passage)
+    return pack([source_heading(c), f"<blockquote>{body}</blockquote>"], limit)
+
+
+# -- other texts ------------------------------------------------------------------------------------------------
+
+def help_text(settings: Settings) -> str:
+    examples = "\n".join(f"• {escape(q)}" for q in EXAMPLES)
+    commands = "\n".join(f"/{name} — {escape(text)}" for name, text in COMMANDS)
+    return (
+        "Ask me about the indexed news articles, in any language. I answer with numbered citations [n], "
+        "each backed by a verbatim quote; tap a source's button to read its whole passage.\n\n"
+        f"<b>Examples</b>\n{examples}\n\n"
+        "In a private chat just write your question. In a group, mention me, reply to one of my messages, "
+        "or use /ask your question. Follow-up questions work; /new starts over.\n\n"
+        f"<b>Commands</b>\n{commands}\n\n"
+        "Admins can also send a .txt, .md, .html, .htm, .json or .jsonl file "
+        f"(up to {settings.upload_max_mb:g} MB) to index it."
+    )
+
+
+def sources_messages(rows: list[dict], latest: int = 10) -> list[str]:
+    if not rows:
+        return ["No articles are indexed yet."]
+    newest = sorted(rows, key=lambda r: (r["published"] or "", r["id"]), reverse=True)[:latest]
+    lines = []
+    for row in newest:
+        meta = ", ".join(x for x in (row["source"], row["published"]) if x)
+        lines.append(f"• {_link(row['title'] or row['id'], row['url'])}" + (f" — {escape(meta)}" if meta else ""))
+    head = f"<b>{len(rows)} article{'s' if len(rows) != 1 else ''} indexed.</b>"
+    if len(rows) > latest:
+        head += f" The latest {latest}:"
+    return pack([head, *lines])
+
+
+def stats_text(stats: dict) -> str:
+    acc = stats["accurate"]
+    return (f"<b>Articles:</b> {stats['articles']}\n<b>Passages:</b> {stats['chunks']}\n"
+            f"<b>Embedder:</b> {escape(str(stats['embedder']))}\n"
+            f"<b>Accurate vectors:</b> {acc['passages']} of {stats['chunks']} passages "
+            f"({escape(str(acc['model']))})")
+
+
+def index_summary(report: IndexReport, title: str) -> str:
+    """One line about indexing one file or URL."""
+    if report.failed and not (report.added or report.updated or report.unchanged):
+        return escape(f"Could not index '{title}': {report.failed[0].error}")
+    if not (report.added or report.updated):
+        return escape(f"'{title}' is already indexed (unchanged).")
+    done = ", ".join(f"{n} {what}" for n, what in ((report.added, "added"), (report.updated, "updated")) if n)
+    return escape(f"Indexed '{title}': {done}, {report.chunks} passages")
+
+
+def reindex_summary(report: IndexReport, folder) -> str:
+    text = (f"Re-scanned {folder}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+            f"{report.removed} removed, {len(report.failed)} failed; {report.chunks} passages written in "
+            f"{report.seconds:.1f} s")
+    text += "".join(f"\n• {f.source}: {f.error}" for f in report.failed[:5])
+    return escape(text)

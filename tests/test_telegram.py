@@ -1,0 +1,509 @@
+"""The Telegram bot end to end: the real python-telegram-bot client, over real HTTP, against the fake Bot API in
+tests/fake_telegram.py, with a real Engine (offline mode) on an index of the example article."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+import os
+import re
+import signal
+import statistics
+import subprocess
+import threading
+import time
+from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bot import telegram_bot
+from bot.answers import Answer, Citation, Sentence
+from bot.engine import Engine
+from bot.telegram_bot import RateLimiter, build_application, run_bot, safe_filename
+from bot.telegram_render import LIMIT, answer_messages, split_html, units
+from index.errors import ConfigError, StoreError
+from tests.conftest import EXAMPLE, NEWSDESK, ROOT, make_settings
+from tests.fake_telegram import BOT_USERNAME, TOKEN, FakeTelegram
+
+ARTICLE = EXAMPLE.read_text(encoding="utf-8")
+WEAPONS = "What weapons did each side allege?"
+SPOKESPERSON = "Who is the spokesperson of the Armenian Ministry of Defense?"
+FOLLOW_UP = "and where did she publish her statement?"
+ADMIN = 42
+NEW_ARTICLE = ("Reykjavik opens a lunar greenhouse\n\n"
+               "The city of Reykjavik opened a lunar greenhouse on Monday, growing potatoes under artificial "
+               "moonlight in a converted fish factory. The mayor said the greenhouse would feed two hundred "
+               "families through the winter.\n")
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tg():
+    with FakeTelegram() as fake:
+        yield fake
+    assert fake.unknown == [], f"the bot called Bot API methods the fake does not know: {fake.unknown}"
+
+
+@pytest.fixture(autouse=True)
+def token_never_logged(caplog):
+    """Every test runs with DEBUG logging; the fake's token must not show up in any record."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    assert TOKEN not in caplog.text
+
+
+def bot_settings(home, tg: FakeTelegram, **overrides):
+    return make_settings(home, telegram_bot_token=tg.token, telegram_api_base_url=tg.base_url, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def running(settings, engine: Engine | None = None):
+    """The application as run_polling runs it, in the test's event loop."""
+    app = build_application(settings, engine or Engine(settings))
+    await app.initialize()
+    await app.post_init(app)
+    await app.updater.start_polling(poll_interval=0, timeout=5, allowed_updates=telegram_bot.ALLOWED_UPDATES)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.updater.stop()
+        await app.stop()
+        await app.shutdown()
+        await app.post_shutdown(app)
+
+
+async def until(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s")
+
+
+async def replies(tg: FakeTelegram, chat_id: int, count: int, timeout: float = 30.0) -> list[dict]:
+    return await until(lambda: len(m := tg.messages(chat_id)) >= count and m, timeout)
+
+
+async def ask(tg: FakeTelegram, chat_id: int, text: str, **kwargs) -> dict:
+    """Send a message and return the bot's next message in that chat."""
+    before = len(tg.messages(chat_id))
+    tg.message(chat_id, text, **kwargs)
+    return (await replies(tg, chat_id, before + 1))[before]
+
+
+def spy(engine: Engine) -> list[tuple[str, list]]:
+    """Record every (question, history) the engine is asked."""
+    calls, real = [], engine.ask
+
+    async def ask_(question, history=(), k=None):
+        calls.append((question, list(history)))
+        return await real(question, history, k)
+
+    engine.ask = ask_
+    return calls
+
+
+def plain(text: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", text))
+
+
+def quotes(message: dict) -> list[str]:
+    found = re.findall(r"<blockquote expandable>(.*?)</blockquote>", message["text"], re.DOTALL)
+    return [html.unescape(q) for q in found]
+
+
+def buttons(message: dict) -> list[str]:
+    return [b["callback_data"] for row in message["reply_markup"]["inline_keyboard"] for b in row]
+
+
+class TagChecker(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.ok = True
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag) -> None:
+        self.ok = self.ok and bool(self.stack) and self.stack.pop() == tag
+
+
+def balanced(text: str) -> bool:
+    checker = TagChecker()
+    checker.feed(text)
+    checker.close()
+    return checker.ok and not checker.stack
+
+
+# -- rendering, without Telegram ------------------------------------------------------------------------------
+
+def test_long_answer_is_split_between_blocks_with_balanced_tags():
+    sentence = "Armenia said the shelling went on through the night near the line of contact <& \"quoted\">"
+    sentences = [Sentence(f"{sentence} {i}", [i % 30 + 1]) for i in range(120)]
+    text = " ".join(f"{s.text} [{s.citations[0]}]." for s in sentences)  # one ~12,000-character paragraph
+    citations = [Citation(n, f"art{n}", f"Title {n} & more", "Outlet", "2020-09-28",
+                          f"https://example.com/{n}?a=1&b=2", f"quote {n} " * (60 if n != 7 else 900),
+                          0, 10) for n in range(1, 31)]  # quote 7 alone is longer than a message
+    answer = Answer("q", text, sentences, citations, "llm", False, notice="The model <was> slow.")
+    messages = answer_messages(answer)
+    assert len(messages) > 4
+    assert all(units(m) <= LIMIT and len(m) <= 4096 for m in messages)
+    assert all(balanced(m) for m in messages), [m[-200:] for m in messages if not balanced(m)]
+    assert messages[0].startswith("<i>The model &lt;was&gt; slow.</i>")
+    joined = plain("".join(messages))
+    assert all(f"{s.text} [{s.citations[0]}]." in joined.replace("\n", " ") for s in sentences)
+    for c in citations:  # each source entry whole in one message, except the over-long one
+        entry = f'[{c.n}] <a href="{html.escape(c.url)}">Title {c.n} &amp; more</a> — Outlet, 2020-09-28'
+        holders = [m for m in messages if entry in m]
+        assert len(holders) == 1
+        if c.n != 7:
+            assert f"<blockquote expandable>{c.quote}</blockquote>" in holders[0]
+    long_parts = [m for m in messages if "quote 7 " in m]
+    assert len(long_parts) >= 2 and all(m.count("<blockquote expandable>") == m.count("</blockquote>")
+                                        for m in long_parts)
+    assert "".join(plain(m) for m in long_parts).count("quote 7") == 900
+
+
+def test_split_html_reopens_tags_and_never_cuts_a_word_or_entity():
+    block = "<b>" + "word&amp; " * 2000 + "</b>"
+    pieces = split_html(block, 500)
+    assert len(pieces) > 30
+    for piece in pieces:
+        assert len(piece) <= 500 and piece.startswith("<b>") and piece.endswith("</b>") and balanced(piece)
+        assert re.fullmatch(r"<b>(word&amp; ?)+</b>", piece.replace(" </b>", "</b>"))
+
+
+def test_safe_filename_and_rate_limiter():
+    assert safe_filename("../../etc/passwd.txt") == "passwd.txt"
+    assert safe_filename("..\\..\\Solar Farm!.MD") == "Solar_Farm.md"
+    assert safe_filename("...") == "upload.txt"
+    assert safe_filename(None) == "upload.txt"
+    assert safe_filename("مقال جديد.html") == "مقال_جديد.html"
+    limiter = RateLimiter(2)
+    assert limiter.wait(1, now=0) == 0 and limiter.wait(1, now=10) == 0
+    assert limiter.wait(1, now=20) == pytest.approx(40)
+    assert limiter.wait(2, now=20) == 0
+    assert limiter.wait(1, now=60.5) == 0
+
+
+def test_missing_token_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="TELEGRAM_BOT_TOKEN"):
+        run_bot(make_settings(tmp_path / "home"))
+
+
+# -- the bot over HTTP -----------------------------------------------------------------------------------------
+
+async def test_question_answered_with_quotes_and_source_button(example_home, tg):
+    async with running(bot_settings(example_home, tg)):
+        question = tg.message(1, WEAPONS)
+        reply = (await replies(tg, 1, 1))[0]
+        assert reply["parse_mode"] == "HTML" and reply["reply_parameters"]["message_id"] == question["message_id"]
+        assert re.search(r"\[1\]", reply["text"]) and "<b>Sources</b>" in reply["text"]
+        assert "سبوتنيك, 2020-09-28" in reply["text"]
+        found = quotes(reply)
+        assert found and all(q in ARTICLE for q in found)
+        assert tg.calls_of("sendChatAction", 1)[0].params["action"] == "typing"
+        data = buttons(reply)
+        assert data[0].startswith("src:") and data[0].endswith(":1") and all(len(d.encode()) <= 64 for d in data)
+
+        tg.callback(1, data[0], reply["message"])
+        passage = (await replies(tg, 1, 2))[1]
+        text = plain(passage["text"])
+        assert found[0] in text and len(text) > len(found[0])
+        body = text.split("\n", 1)[1]
+        assert body in ARTICLE
+        await until(lambda: tg.calls_of("answerCallbackQuery"))
+
+        tg.callback(1, "src:stale123:1", reply["message"])
+        expired = await until(lambda: [c for c in tg.calls_of("answerCallbackQuery") if c.params.get("text")])
+        assert "expired" in expired[0].params["text"]
+        assert tg.calls_of("setMyCommands")[0].params["commands"][0]["command"] == "start"
+
+
+async def test_commands_and_odd_messages(example_home, tg):
+    async with running(bot_settings(example_home, tg)):
+        assert "What weapons did each side allege?" in (await ask(tg, 1, "/help"))["text"]
+        assert "/ask" in (await ask(tg, 1, "/start"))["text"]
+        assert "1 article indexed" in (await ask(tg, 1, "/sources"))["text"]
+        stats = plain((await ask(tg, 1, "/stats"))["text"])
+        assert "Articles: 1" in stats and "Passages: 6" in stats
+        assert "don't know that command" in (await ask(tg, 1, "/frobnicate"))["text"]
+        sticker = {"file_id": "s1", "file_unique_id": "us1", "type": "regular", "width": 512, "height": 512,
+                   "is_animated": False, "is_video": False}
+        for content in ({"sticker": sticker}, {"photo": [{"file_id": "p", "file_unique_id": "up", "width": 9,
+                                                          "height": 9}]},
+                        {"voice": {"file_id": "v", "file_unique_id": "uv", "duration": 2}}):
+            before = len(tg.messages(1))
+            tg.message(1, None, **content)
+            assert "only read text" in (await replies(tg, 1, before + 1))[before]["text"]
+        long = await ask(tg, 1, "why " * 1500)
+        assert "too long" in long["text"] and len(long["text"]) < 200
+        assert "Ask me a question" in (await ask(tg, 1, "   "))["text"]
+        assert "Ask me a question" in (await ask(tg, 1, "/ask"))["text"]
+        assert quotes(await ask(tg, 1, WEAPONS))  # still answering
+
+
+async def test_group_rules(example_home, tg):
+    settings = bot_settings(example_home, tg)
+    engine = Engine(settings)
+    asked = spy(engine)
+    async with running(settings, engine):
+        group = -100
+        tg.message(group, "Who said what about the weapons?", user_id=5)
+        tg.message(group, None, user_id=5, sticker={"file_id": "s", "file_unique_id": "u", "type": "regular",
+                                                    "width": 1, "height": 1, "is_animated": False,
+                                                    "is_video": False})
+        mention = tg.message(group, WEAPONS, user_id=5, mention=True)
+        first = (await replies(tg, group, 1))[0]
+        assert first["reply_parameters"]["message_id"] == mention["message_id"] and quotes(first)
+        assert [q for q, _ in asked] == [WEAPONS]
+
+        reply_to_bot = tg.message(group, SPOKESPERSON, user_id=6, reply_to=first["message"])
+        second = (await replies(tg, group, 2))[1]
+        assert second["reply_parameters"]["message_id"] == reply_to_bot["message_id"] and quotes(second)
+        third = await ask(tg, group, f"/ask {WEAPONS}", user_id=7)
+        fourth = await ask(tg, group, f"/ask@{BOT_USERNAME} {SPOKESPERSON}", user_id=7)
+        assert quotes(third) and quotes(fourth)
+        await asyncio.sleep(0.3)
+        assert len(tg.messages(group)) == 4
+        assert [q for q, _ in asked] == [WEAPONS, SPOKESPERSON, WEAPONS, SPOKESPERSON]
+
+
+async def test_follow_up_uses_the_chat_history_and_new_clears_it(example_home, tg):
+    settings = bot_settings(example_home, tg)
+    engine = Engine(settings)
+    asked = spy(engine)
+    async with running(settings, engine):
+        first = await ask(tg, 2, SPOKESPERSON)
+        follow_up = await ask(tg, 2, FOLLOW_UP)
+        assert asked[1][0] == FOLLOW_UP and [t.question for t in asked[1][1]] == [SPOKESPERSON]
+        assert asked[1][1][0].answer.startswith("Offline answer")
+        assert quotes(follow_up) and follow_up["text"] != first["text"]
+        assert all(q in ARTICLE for q in quotes(follow_up))
+
+        alone = await ask(tg, 3, FOLLOW_UP)  # the same words without the history
+        assert asked[2][1] == [] and alone["text"] != follow_up["text"]
+
+        assert "new conversation" in (await ask(tg, 2, "/new"))["text"]
+        again = await ask(tg, 2, FOLLOW_UP)
+        assert asked[3][1] == [] and again["text"] == alone["text"]
+
+
+async def test_admin_upload_is_indexed_and_others_are_refused(example_home, tg):
+    settings = bot_settings(example_home, tg, telegram_admin_ids=frozenset({ADMIN}), upload_max_mb=0.05)
+    engine = Engine(settings)
+    async with running(settings, engine):
+        tg.document(7, "lunar.txt", NEW_ARTICLE.encode())
+        refused = (await replies(tg, 7, 1))[0]
+        assert "only the bot's admins" in refused["text"]
+        assert "only the bot's admins" in (await ask(tg, 7, "/reindex"))["text"]
+        assert tg.calls_of("getFile") == [] and engine.index.stats()["articles"] == 1
+
+        tg.document(ADMIN, "../../Lunar Greenhouse!.txt", NEW_ARTICLE.encode(), user_id=ADMIN)
+        done = (await replies(tg, ADMIN, 1, timeout=60))[0]
+        assert plain(done["text"]).startswith("Indexed 'Reykjavik opens a lunar greenhouse': 1 added, ")
+        assert len(tg.calls_of("getFile")) == 1
+        assert {r["id"] for r in engine.index.list_articles()} == {"karabakh-2020-09-28", "Lunar_Greenhouse"}
+
+        answer = await ask(tg, ADMIN, "What does the greenhouse in Reykjavik grow?")
+        assert any("potatoes" in q for q in quotes(answer)) and all(q in NEW_ARTICLE for q in quotes(answer))
+
+        tg.document(ADMIN, "slides.pdf", b"%PDF-1.4", user_id=ADMIN)
+        assert "I can index these files" in (await replies(tg, ADMIN, 3))[2]["text"]
+        tg.document(ADMIN, "big.txt", b"x" * 60_000, user_id=ADMIN)
+        assert "too big" in (await replies(tg, ADMIN, 4))[3]["text"]
+        assert "No articles folder" in (await ask(tg, ADMIN, "/reindex"))["text"]
+        assert len(tg.calls_of("getFile")) == 1 and engine.index.stats()["articles"] == 2
+
+
+@contextlib.contextmanager
+def web_page(html_text: str):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = html_text.encode("utf-8")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/news/harbour-bridge.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+PAGE = ("<!doctype html><html><head><title>Harbour bridge reopens</title></head><body><article>"
+        "<h1>Harbour bridge reopens after repairs</h1>"
+        "<p>The harbour bridge in Tromsø reopened on Friday after eight months of repairs to its steel cables. "
+        "Engineers replaced forty cables and repainted the towers.</p>"
+        "<p>The city council said traffic would be limited to cars and bicycles until the spring.</p>"
+        "</article></body></html>")
+
+
+async def test_add_url_and_reindex(example_home, tg, tmp_path):
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    (folder / "lunar.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+    settings = bot_settings(example_home, tg, telegram_admin_ids=frozenset({ADMIN}), allow_private_urls=True,
+                            articles_dir=folder)
+    engine = Engine(settings)
+    with web_page(PAGE) as url:
+        async with running(settings, engine):
+            assert "only the bot's admins" in (await ask(tg, 7, f"/add {url}"))["text"]
+            assert "Usage: /add" in (await ask(tg, ADMIN, "/add ftp://x"))["text"]
+            added = plain((await ask(tg, ADMIN, f"/add {url}"))["text"])
+            assert added.startswith("Indexed '") and ": 1 added, " in added and "harbour" in added.lower()
+            answer = await ask(tg, ADMIN, "How many cables did the engineers replace on the bridge?")
+            assert any("forty cables" in q for q in quotes(answer))
+            rescan = plain((await ask(tg, ADMIN, "/reindex"))["text"])
+            assert rescan.startswith(f"Re-scanned {folder}: 1 added, 0 updated, 0 unchanged, 0 removed, 0 failed")
+            assert engine.index.stats()["articles"] == 3
+
+
+async def test_rate_limit_and_allow_list(example_home, tg):
+    settings = bot_settings(example_home, tg, rate_limit_per_minute=2, telegram_allowed_chat_ids=frozenset({1, 5}))
+    engine = Engine(settings)
+    asked = spy(engine)
+    async with running(settings, engine):
+        for _ in range(3):
+            tg.message(1, WEAPONS)
+        sent = await replies(tg, 1, 3)
+        slow = [m for m in sent if "Slow down" in m["text"]]
+        assert len(slow) == 1 and re.search(r"try again in \d+ s", slow[0]["text"])
+        assert sum(bool(quotes(m)) for m in sent) == 2
+
+        assert "private" in (await ask(tg, 9, WEAPONS))["text"]
+        assert quotes(await ask(tg, -300, WEAPONS, user_id=5, mention=True))  # an allowed user in any group
+        tg.message(-400, WEAPONS, user_id=8)  # not addressed, not allowed: silence
+        assert "private" in (await ask(tg, -400, WEAPONS, user_id=8, mention=True))["text"]
+        assert len(tg.messages(-400)) == 1 and len(asked) == 3
+
+
+async def test_concurrent_chats_typing_and_flood_control(example_home, tg, monkeypatch):
+    monkeypatch.setattr(telegram_bot, "TYPING_EVERY", 0.3)
+    settings = bot_settings(example_home, tg)
+    engine = Engine(settings)
+    real = engine.ask
+
+    async def slow_ask(question, history=(), k=None):
+        if question.startswith("slow"):
+            await asyncio.sleep(2)
+        return await real(question, history, k)
+
+    engine.ask = slow_ask
+    async with running(settings, engine):
+        tg.message(1, f"slow {WEAPONS}")
+        await until(lambda: tg.calls_of("sendChatAction", 1))
+        tg.flood("sendMessage", retry_after=1)
+        fast = await ask(tg, 2, WEAPONS)
+        assert quotes(fast) and tg.messages(1) == []  # chat 2 was answered while chat 1 still waits
+        assert next(c.method for c in tg.calls if c.method.startswith("sendMessage")) == "sendMessage:flooded"
+        await replies(tg, 1, 1)
+        assert len(tg.calls_of("sendChatAction", 1)) >= 4
+
+
+async def test_errors_get_a_fixed_apology(example_home, tg, caplog):
+    settings = bot_settings(example_home, tg)
+    engine = Engine(settings)
+
+    async def broken(question, history=(), k=None):
+        if "store" in question:
+            raise StoreError("the article store cannot be reached")
+        raise RuntimeError("internal detail /secret/path")
+
+    engine.ask = broken
+    async with running(settings, engine):
+        oops = await ask(tg, 1, WEAPONS)
+        assert oops["text"] == telegram_bot.APOLOGY and "secret" not in oops["text"]
+        assert "Sorry: the article store cannot be reached" in (await ask(tg, 1, "is the store up?"))["text"]
+        engine.ask = Engine.ask.__get__(engine)
+        assert quotes(await ask(tg, 1, WEAPONS))
+    assert "RuntimeError: internal detail" in caplog.text  # the traceback is logged
+
+
+async def test_token_is_redacted_from_debug_logs(example_home, tg, caplog):
+    async with running(bot_settings(example_home, tg)):
+        await ask(tg, 1, WEAPONS)
+    assert "Set Bot API URL" in caplog.text and "<token>" in caplog.text
+    assert tg.token not in caplog.text and tg.token.split(":")[1] not in caplog.text
+
+
+def _bot_env(home, tg: FakeTelegram) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSDESK_", "OPENAI_", "TELEGRAM_"))}
+    return {**env, "PYTHONPATH": str(ROOT), "NEWSDESK_HOME": str(home), "TELEGRAM_BOT_TOKEN": tg.token,
+            "TELEGRAM_API_BASE_URL": tg.base_url, "NEWSDESK_LOG_LEVEL": "DEBUG"}
+
+
+def test_bot_command_answers_and_stops_cleanly_on_sigterm(example_home, tg):
+    proc = subprocess.Popen([*NEWSDESK, "bot"], env=_bot_env(example_home, tg), cwd=example_home.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        tg.wait(lambda: tg.calls_of("setMyCommands"), timeout=60)
+        tg.message(1, WEAPONS)
+        assert quotes(tg.wait_messages(1, 1, timeout=30)[0])
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert elapsed < 5, f"took {elapsed:.1f} s to stop"
+    assert tg.token not in out + err and "Application is stopping" in err
+
+
+def test_webhook_mode_without_tornado_is_a_clear_error(tmp_path):
+    settings = make_settings(tmp_path / "home", telegram_bot_token="1:x", telegram_webhook_url="https://x/hook")
+    try:
+        import tornado  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="webhooks"):
+            run_bot(settings)
+    else:
+        pytest.skip("tornado is installed: webhook mode is available")
+
+
+def _percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+
+async def test_latency_printout(example_home, tg, capsys):
+    """Not a timed assertion: prints p50/p95 from message to reply (offline mode), 1 chat and 10 at once."""
+    settings = bot_settings(example_home, tg, rate_limit_per_minute=0)
+    async with running(settings):
+        await ask(tg, 99, WEAPONS)  # warm up
+        single = []
+        for i in range(10):
+            started = time.monotonic()
+            tg.message(1, WEAPONS if i % 2 else SPOKESPERSON)
+            await replies(tg, 1, i + 1)
+            single.append(tg.calls_of("sendMessage", 1)[i].at - started)
+        many = []
+        for round_ in range(3):
+            started = time.monotonic()
+            for chat in range(10, 20):
+                tg.message(chat, WEAPONS if round_ % 2 else SPOKESPERSON)
+            for chat in range(10, 20):
+                await replies(tg, chat, round_ + 1)
+                many.append(tg.calls_of("sendMessage", chat)[round_].at - started)
+    with capsys.disabled():
+        print(f"\nlatency, 1 chat: p50 {statistics.median(single):.2f} s, p95 {_percentile(single, 95):.2f} s; "
+              f"10 chats at once: p50 {statistics.median(many):.2f} s, p95 {_percentile(many, 95):.2f} s")
+    assert len(single) == 10 and len(many) == 30
+
