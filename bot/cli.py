@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +37,16 @@ def _questions(path: str) -> Iterator[str]:
             line = record.get("question") or record.get("question_en") or ""
         if line:
             yield line
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value!r}")
+    return number
 
 
 def _print_json(data) -> None:
@@ -220,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="show the passages that best match a query")
     p.add_argument("query", nargs="?")
     p.add_argument("--questions", metavar="FILE", help="one query per line; one JSON line per query")
-    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--k", type=_positive_int, default=5, help="how many passages to show (default 5)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 

@@ -43,8 +43,10 @@ MESSAGES = {
     },
 }
 
-_FOLLOW_UP = re.compile(r"^\s*(and|but|what about|how about|and what|also|و|وماذا|ماذا عن|وما|وهل|وكم|ومن)\b",
-                        re.IGNORECASE)
+# A question that starts like a follow-up ("and where…", "what about…", "وأين…", "ومتى…"). In Arabic "و" (and) is
+# written joined to the next word, so the joined forms are listed.
+_FOLLOW_UP = re.compile(r"^\s*(?:and|but|also|what about|how about|و|ماذا عن|و(?:ماذا|ما|هل|كم|من|أين|اين|متى|كيف"
+                        r"|لماذا|لم|أي|اي))\b", re.IGNORECASE)
 
 
 def language(text: str) -> str:

@@ -1,9 +1,10 @@
-"""The Telegram front end: python-telegram-bot handlers that translate updates into engine / index calls and
-answers into Telegram HTML (rendered by :mod:`bot.telegram_render`). The only module that imports ``telegram``.
+"""The Telegram front end: python-telegram-bot handlers that translate updates into engine / index calls,
+and answers into Telegram HTML (rendered by :mod:`bot.telegram_render`). The only module that imports
+``telegram``.
 
-Questions go to :meth:`Engine.ask` (async); blocking index calls run through ``asyncio.to_thread``. Updates are
-handled concurrently, so a slow answer in one chat does not hold up another. Per-chat state (follow-up history,
-the citations behind the source buttons) lives in ``context.chat_data``.
+Questions go to :meth:`Engine.ask` (async); blocking index calls run through ``asyncio.to_thread``. Updates
+are handled concurrently, so a slow answer in one chat does not hold up another. Per-chat state (follow-up
+history, the citations behind the source buttons) lives in ``context.chat_data``.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ from .engine import Engine
 
 log = logging.getLogger(__name__)
 
-APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment."
 TYPING_EVERY = 4.0  # seconds; Telegram shows "typing…" for about 5 s
 FILL_EVERY = 30.0  # seconds between checks for passages still missing accurate vectors
 MAX_RETRY_WAIT = 60.0  # flood control: longer waits are not worth holding a handler for
@@ -71,7 +71,7 @@ _SAFE_NAME = re.compile(r"[^\w.-]+")
 _SOURCE_BUTTON = re.compile(r"^src:([\w-]{1,16}):(\d{1,3})$")
 
 
-# -- small helpers --------------------------------------------------------------------------------------------
+# -- small helpers -----------------------------------------------------------------------------------------
 
 class RateLimiter:
     """At most ``per_minute`` events per key in any rolling 60 s (0 = no limit)."""
@@ -116,7 +116,8 @@ class _RedactToken(logging.Filter):
 
 def _protect_logs(token: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # httpx logs every URL, token included, at INFO
-    names = [n for n in logging.Logger.manager.loggerDict if n.split(".")[0] in {"telegram", "httpx", "httpcore"}]
+    roots = {"telegram", "httpx", "httpcore"}
+    names = [n for n in logging.Logger.manager.loggerDict if n.split(".")[0] in roots]
     for name in {*names, "telegram", __name__}:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _RedactToken) and f.token == token for f in logger.filters):
@@ -143,6 +144,11 @@ def _file_base_url(base_url: str) -> str | None:
 
 def _seconds(value) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _missing_token() -> ConfigError:
+    return ConfigError("TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather and put its token in the "
+                       "environment or .env")
 
 
 async def _retry(call, attempts: int = 3):
@@ -178,7 +184,10 @@ async def typing(bot, chat_id: int):
             await task
 
 
-# -- the bot --------------------------------------------------------------------------------------------------
+# -- the bot ---------------------------------------------------------------------------------------------
+
+Context = ContextTypes.DEFAULT_TYPE
+
 
 class NewsdeskBot:
     """The handlers, with the engine, the settings and the rate limiter they share."""
@@ -197,14 +206,15 @@ class NewsdeskBot:
         texts = [texts] if isinstance(texts, str) else texts
         thread = reply_to.message_thread_id if reply_to is not None and reply_to.is_topic_message else None
         for i, text in enumerate(texts):
-            options = {"parse_mode": ParseMode.HTML, "message_thread_id": thread,
+            quote = None
+            if reply_to is not None and i == 0:
+                quote = ReplyParameters(reply_to.message_id, allow_sending_without_reply=True)
+            options = {"parse_mode": ParseMode.HTML, "message_thread_id": thread, "reply_parameters": quote,
                        "link_preview_options": LinkPreviewOptions(is_disabled=True),
-                       "reply_markup": markup if i == len(texts) - 1 else None,
-                       "reply_parameters": ReplyParameters(reply_to.message_id, allow_sending_without_reply=True)
-                       if reply_to is not None and i == 0 else None}
+                       "reply_markup": markup if i == len(texts) - 1 else None}
             await _retry(lambda text=text, options=options: bot.send_message(chat_id, text, **options))
 
-    async def reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE, texts: list[str] | str) -> None:
+    async def reply(self, update: Update, context: Context, texts: list[str] | str) -> None:
         await self.send(context.bot, update.effective_chat.id, texts, reply_to=update.effective_message)
 
     # lifecycle
@@ -224,7 +234,7 @@ class NewsdeskBot:
             self._fill_task = None
 
     async def _background(self) -> None:
-        """Load the embedder before the first question, then fill in stage-2 vectors in small batches."""
+        """Load the embedders before the first question, then fill in stage-2 vectors in small batches."""
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.index.search, "warm-up", 1)
         while not self._stopping.is_set():
@@ -250,33 +260,33 @@ class NewsdeskBot:
         kinds = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
         entities = message.parse_entities(kinds) if message.text else message.parse_caption_entities(kinds)
         for entity, value in entities.items():
-            if (entity.type == MessageEntity.MENTION and value.lower() == f"@{bot.username}".lower()
-                    or entity.type == MessageEntity.TEXT_MENTION and entity.user and entity.user.id == bot.id):
+            if entity.type == MessageEntity.MENTION:
+                mine = value.lower() == f"@{bot.username}".lower()
+            else:
+                mine = entity.user is not None and entity.user.id == bot.id
+            if mine:
                 addressed, text = True, text.replace(value, " ", 1)
         replied = message.reply_to_message
         if replied is not None and replied.from_user is not None and replied.from_user.id == bot.id:
             addressed = True
         return addressed, text
 
-    async def guard(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def guard(self, update: Update, context: Context) -> None:
         """Runs before every handler: when an allow-list is set, other chats and users get one polite line."""
         allowed = self.settings.telegram_allowed_chat_ids
         chat, user = update.effective_chat, update.effective_user
         if not allowed or (chat and chat.id in allowed) or (user and user.id in allowed):
             return
         if update.callback_query:
-            await _retry(lambda: update.callback_query.answer("Sorry, this bot is private."))
+            await _retry(lambda: update.callback_query.answer(render.PRIVATE))
         elif update.message and (self._addressed(update.message, context.bot)[0]
                                  or (update.message.text or "").startswith("/")):
-            await self.reply(update, context, "Sorry, this bot is private: it only answers in the chats it was "
-                                              "set up for.")
+            await self.reply(update, context, render.PRIVATE)
         raise ApplicationHandlerStop
 
     def _is_admin(self, update: Update) -> bool:
-        return update.effective_user is not None and update.effective_user.id in self.settings.telegram_admin_ids
-
-    async def _refuse(self, update: Update, context) -> None:
-        await self.reply(update, context, "Sorry, only the bot's admins can add or re-index articles.")
+        user = update.effective_user
+        return user is not None and user.id in self.settings.telegram_admin_ids
 
     # questions
 
@@ -297,75 +307,73 @@ class NewsdeskBot:
             answers.popitem(last=False)
         return key
 
-    async def answer(self, update: Update, context: ContextTypes.DEFAULT_TYPE, question: str) -> None:
+    async def answer(self, update: Update, context: Context, question: str) -> None:
         question = question.strip()
         if not question:
-            await self.reply(update, context, "Ask me a question about the news, for example: "
-                                              f"<i>{html.escape(render.EXAMPLES[0])}</i>")
-            return
+            return await self.reply(update, context, render.ASK_SOMETHING)
         if len(question) > render.MAX_QUESTION_CHARS:
-            await self.reply(update, context, f"That is too long for a question ({len(question):,} characters). "
-                                              f"Please ask in under {render.MAX_QUESTION_CHARS:,} characters.")
-            return
-        wait = self.limiter.wait(update.effective_user.id if update.effective_user else update.effective_chat.id)
-        if wait:
-            await self.reply(update, context, f"Slow down a little, please: try again in {math.ceil(wait)} s.")
-            return
-        chat_data = context.chat_data
-        history = self._history(chat_data)[-self.settings.history_turns:] if self.settings.history_turns else []
+            return await self.reply(update, context,
+                                    render.TOO_LONG.format(n=len(question), limit=render.MAX_QUESTION_CHARS))
+        who = update.effective_user or update.effective_chat
+        if wait := self.limiter.wait(who.id):
+            return await self.reply(update, context, render.SLOW_DOWN.format(seconds=math.ceil(wait)))
+        keep = self.settings.history_turns
+        history = self._history(context.chat_data)[-keep:] if keep else []
         async with typing(context.bot, update.effective_chat.id):
             answer = await self.engine.ask(question, list(history))
-        key = self._remember(chat_data, question, answer)
-        buttons = [InlineKeyboardButton(f"[{c.n}]", callback_data=f"src:{key}:{c.n}") for c in answer.citations]
-        markup = InlineKeyboardMarkup([buttons[i:i + 5] for i in range(0, len(buttons), 5)]) if buttons else None
+        key = self._remember(context.chat_data, question, answer)
+        buttons = [InlineKeyboardButton(f"[{c.n}]", callback_data=f"src:{key}:{c.n}")
+                   for c in answer.citations]
+        rows = [buttons[i:i + 5] for i in range(0, len(buttons), 5)]
+        markup = InlineKeyboardMarkup(rows) if rows else None
         await self.send(context.bot, update.effective_chat.id, render.answer_messages(answer),
                         reply_to=update.effective_message, markup=markup)
 
-    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def on_text(self, update: Update, context: Context) -> None:
         addressed, text = self._addressed(update.message, context.bot)
         if addressed:
             await self.answer(update, context, text)
 
-    async def cmd_ask(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def cmd_ask(self, update: Update, context: Context) -> None:
         parts = (update.message.text or "").split(maxsplit=1)
         await self.answer(update, context, parts[1] if len(parts) > 1 else "")
 
-    async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def on_other(self, update: Update, context: Context) -> None:
         """Stickers, photos, voice…: a short hint, when meant for the bot."""
         if self._addressed(update.message, context.bot)[0]:
-            await self.reply(update, context, "I can only read text. Please type your question about the news.")
+            await self.reply(update, context, render.ONLY_TEXT)
 
-    async def on_unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def on_unknown_command(self, update: Update, context: Context) -> None:
         if update.effective_chat.type == Chat.PRIVATE:
-            await self.reply(update, context, "I don't know that command. /help lists what I can do.")
+            await self.reply(update, context, render.UNKNOWN_COMMAND)
 
-    async def on_source_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def on_source_button(self, update: Update, context: Context) -> None:
         query = update.callback_query
         match = _SOURCE_BUTTON.match(query.data or "")
-        citations: list[Citation] = (context.chat_data or {}).get("answers", {}).get(match.group(1), []) \
-            if match else []
+        citations: list[Citation] = []
+        if match:
+            citations = (context.chat_data or {}).get("answers", {}).get(match.group(1), [])
         citation = next((c for c in citations if c.n == int(match.group(2))), None) if match else None
         if citation is None:
-            await _retry(lambda: query.answer("This answer has expired: please ask again.", show_alert=True))
-            return
+            return await _retry(lambda: query.answer(render.EXPIRED, show_alert=True))
         await _retry(lambda: query.answer())
         await self.send(context.bot, update.effective_chat.id, render.passage_messages(citation),
                         reply_to=query.message if isinstance(query.message, Message) else None)
 
     # commands
 
-    async def cmd_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def cmd_help(self, update: Update, context: Context) -> None:
         await self.reply(update, context, render.help_text(self.settings))
 
-    async def cmd_new(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def cmd_new(self, update: Update, context: Context) -> None:
         context.chat_data["history"] = []
-        await self.reply(update, context, "Starting a new conversation: ask away.")
+        await self.reply(update, context, render.NEW_CONVERSATION)
 
-    async def cmd_sources(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def cmd_sources(self, update: Update, context: Context) -> None:
         rows = await asyncio.to_thread(self.index.list_articles)
         await self.reply(update, context, render.sources_messages(rows))
 
-    async def cmd_stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def cmd_stats(self, update: Update, context: Context) -> None:
         stats = await asyncio.to_thread(self.index.stats)
         await self.reply(update, context, render.stats_text(stats))
 
@@ -373,58 +381,56 @@ class NewsdeskBot:
         rows = await asyncio.to_thread(self.index.list_articles)
         return next((r["title"] for r in rows if article_id in (r["id"], r["url"])), None)
 
-    async def cmd_add(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def cmd_add(self, update: Update, context: Context) -> None:
         if not self._is_admin(update):
-            return await self._refuse(update, context)
+            return await self.reply(update, context, render.ONLY_ADMINS)
         url = context.args[0] if context.args else ""
         if not re.match(r"^https?://\S+$", url, re.IGNORECASE):
-            return await self.reply(update, context, "Usage: /add https://example.com/some-article")
+            return await self.reply(update, context, render.ADD_USAGE)
         async with typing(context.bot, update.effective_chat.id):
             report = await asyncio.to_thread(self.index.index, [url])
             title = await self._title(url) or url
         await self.reply(update, context, render.index_summary(report, title))
 
-    async def cmd_reindex(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def cmd_reindex(self, update: Update, context: Context) -> None:
         if not self._is_admin(update):
-            return await self._refuse(update, context)
+            return await self.reply(update, context, render.ONLY_ADMINS)
         folder = self.settings.articles_dir
         if folder is None:
-            return await self.reply(update, context, "No articles folder is configured (NEWSDESK_ARTICLES_DIR), "
-                                                     "so there is nothing to re-scan.")
+            return await self.reply(update, context, render.NO_FOLDER)
         async with typing(context.bot, update.effective_chat.id):
             report = await asyncio.to_thread(self.index.index, [str(folder)], prune=True)
         await self.reply(update, context, render.reindex_summary(report, folder))
 
-    async def on_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.message
-        if not self._addressed(message, context.bot)[0]:
+    async def on_document(self, update: Update, context: Context) -> None:
+        """An admin's article file: downloaded to a temp folder under a safe name, then indexed."""
+        if not self._addressed(update.message, context.bot)[0]:
             return
         if not self._is_admin(update):
-            return await self._refuse(update, context)
-        doc = message.document
+            return await self.reply(update, context, render.ONLY_ADMINS)
+        doc = update.message.document
         name = safe_filename(doc.file_name)
         if Path(name).suffix not in EXTENSIONS:
-            return await self.reply(update, context, "I can index these files: "
-                                    + " ".join(sorted(EXTENSIONS)) + ".")
-        cap = int(self.settings.upload_max_mb * 1024 * 1024)
+            types = " ".join(sorted(EXTENSIONS))
+            return await self.reply(update, context, render.FILE_TYPES.format(types=types))
+        cap = int(self.settings.upload_max_mb * 1048576)
+        too_big = render.FILE_TOO_BIG.format(mb=self.settings.upload_max_mb)
         if doc.file_size and doc.file_size > cap:
-            return await self.reply(update, context, f"That file is too big ({doc.file_size / 1048576:.1f} MB); "
-                                                     f"the limit is {self.settings.upload_max_mb:g} MB.")
+            return await self.reply(update, context, too_big)
         async with typing(context.bot, update.effective_chat.id):
             with tempfile.TemporaryDirectory(prefix="newsdesk-upload-") as tmp:
                 path = Path(tmp) / name
                 file = await _retry(lambda: context.bot.get_file(doc.file_id))
                 await file.download_to_drive(path)
                 if path.stat().st_size > cap:
-                    return await self.reply(update, context, f"That file is too big; the limit is "
-                                                             f"{self.settings.upload_max_mb:g} MB.")
+                    return await self.reply(update, context, too_big)
                 report = await asyncio.to_thread(self.index.index, [str(path)])
             title = await self._title(path.stem) or doc.file_name or name
         await self.reply(update, context, render.index_summary(report, title))
 
     # errors
 
-    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def on_error(self, update: object, context: Context) -> None:
         """The one error handler: our own errors are explained, anything else is logged and apologised for."""
         error = context.error
         if isinstance(error, NewsdeskError):
@@ -432,41 +438,39 @@ class NewsdeskBot:
             text = f"Sorry: {html.escape(str(error))}"
         else:
             log.error("unexpected error while handling an update", exc_info=error)
-            text = html.escape(APOLOGY)
+            text = render.APOLOGY
         if isinstance(update, Update) and update.effective_chat is not None:
             with contextlib.suppress(TelegramError):
                 await self.send(context.bot, update.effective_chat.id, text)
 
 
-# -- building and running -------------------------------------------------------------------------------------
+# -- building and running ----------------------------------------------------------------------------------
 
 def build_application(settings: Settings, engine: Engine) -> Application:
     if not settings.telegram_bot_token:
-        raise ConfigError("TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather and put its token in "
-                          "the environment or .env")
+        raise _missing_token()
     _protect_logs(settings.telegram_bot_token)
-    newsdesk = NewsdeskBot(settings, engine)
+    bot = NewsdeskBot(settings, engine)
     builder = (ApplicationBuilder().token(settings.telegram_bot_token).concurrent_updates(True)
-               .post_init(newsdesk.post_init).post_shutdown(newsdesk.post_shutdown))
+               .post_init(bot.post_init).post_shutdown(bot.post_shutdown))
     if settings.telegram_api_base_url:
         builder = builder.base_url(settings.telegram_api_base_url)
-        file_url = _file_base_url(settings.telegram_api_base_url)
-        if file_url:
+        if file_url := _file_base_url(settings.telegram_api_base_url):
             builder = builder.base_file_url(file_url)
     app = builder.build()
-    app.bot_data["newsdesk"] = newsdesk
-    app.add_handler(TypeHandler(Update, newsdesk.guard), group=-1)
-    commands = {"start": newsdesk.cmd_help, "help": newsdesk.cmd_help, "ask": newsdesk.cmd_ask,
-                "new": newsdesk.cmd_new, "sources": newsdesk.cmd_sources, "stats": newsdesk.cmd_stats,
-                "add": newsdesk.cmd_add, "reindex": newsdesk.cmd_reindex}
+    app.bot_data["newsdesk"] = bot
+    app.add_handler(TypeHandler(Update, bot.guard), group=-1)
+    commands = {"start": bot.cmd_help, "help": bot.cmd_help, "ask": bot.cmd_ask, "new": bot.cmd_new,
+                "sources": bot.cmd_sources, "stats": bot.cmd_stats, "add": bot.cmd_add,
+                "reindex": bot.cmd_reindex}
     for name, callback in commands.items():
         app.add_handler(CommandHandler(name, callback, filters=NEW_MESSAGE))
-    app.add_handler(CallbackQueryHandler(newsdesk.on_source_button, pattern=r"^src:"))
-    app.add_handler(MessageHandler(NEW_MESSAGE & filters.Document.ALL, newsdesk.on_document))
-    app.add_handler(MessageHandler(NEW_MESSAGE & filters.TEXT & ~filters.COMMAND, newsdesk.on_text))
-    app.add_handler(MessageHandler(NEW_MESSAGE & filters.COMMAND, newsdesk.on_unknown_command))
-    app.add_handler(MessageHandler(NEW_MESSAGE & ~filters.TEXT & ~filters.StatusUpdate.ALL, newsdesk.on_other))
-    app.add_error_handler(newsdesk.on_error)
+    app.add_handler(CallbackQueryHandler(bot.on_source_button, pattern=r"^src:"))
+    app.add_handler(MessageHandler(NEW_MESSAGE & filters.Document.ALL, bot.on_document))
+    app.add_handler(MessageHandler(NEW_MESSAGE & filters.TEXT & ~filters.COMMAND, bot.on_text))
+    app.add_handler(MessageHandler(NEW_MESSAGE & filters.COMMAND, bot.on_unknown_command))
+    app.add_handler(MessageHandler(NEW_MESSAGE & ~filters.TEXT & ~filters.StatusUpdate.ALL, bot.on_other))
+    app.add_error_handler(bot.on_error)
     return app
 
 
@@ -474,10 +478,10 @@ def run_bot(settings: Settings, webhook_url: str | None = None, webhook_port: in
             webhook_secret: str | None = None) -> int:
     """``newsdesk bot``: long polling, or a webhook when a URL is given. Returns on SIGINT/SIGTERM."""
     if not settings.telegram_bot_token:
-        raise ConfigError("TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather and put its token in "
-                          "the environment or .env")
+        raise _missing_token()
     if not isinstance(logging.getLevelName(settings.log_level), int):
-        raise ConfigError(f"NEWSDESK_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {settings.log_level!r}")
+        raise ConfigError("NEWSDESK_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, "
+                          f"not {settings.log_level!r}")
     logging.getLogger().setLevel(settings.log_level)
     webhook_url = webhook_url or settings.telegram_webhook_url
     if webhook_url and find_spec("tornado") is None:
@@ -496,6 +500,6 @@ def run_bot(settings: Settings, webhook_url: str | None = None, webhook_port: in
         raise ConfigError("Telegram rejected TELEGRAM_BOT_TOKEN: check it with @BotFather") from None
     except TelegramError as exc:
         log.error("could not start the bot: %s", exc.__class__.__name__)
-        raise ConfigError("could not reach the Telegram Bot API: check the network and TELEGRAM_API_BASE_URL") \
-            from None
+        raise ConfigError("could not reach the Telegram Bot API: check the network and "
+                          "TELEGRAM_API_BASE_URL") from None
     return 0

@@ -1,5 +1,6 @@
-"""Telegram HTML for answers, sources and bot texts, and the splitter that keeps each message under
-Telegram's 4,096-character limit. Pure functions: no ``telegram`` import (only ``telegram_bot`` talks to it)."""
+"""Telegram HTML for answers, sources and the bot's other texts, and the splitter that keeps each message
+under Telegram's 4,096-character limit. Pure functions, no ``telegram`` import (``telegram_bot`` has the only
+one). Every function returns HTML in which all outside text is escaped."""
 
 from __future__ import annotations
 
@@ -14,12 +15,30 @@ from .answers import Answer, Citation
 
 LIMIT = 4096  # Telegram's limit on one message's text
 MAX_QUESTION_CHARS = 4000
-EXAMPLES = ("What weapons did each side allege?", "Who is the spokesperson of the Armenian Ministry of Defense?",
+EXAMPLES = ("What weapons did each side allege?",
+            "Who is the spokesperson of the Armenian Ministry of Defense?",
             "ماذا قالت وزارة الدفاع الأذربيجانية؟")
 COMMANDS = (("start", "what this bot does"), ("help", "how to ask, with examples"),
             ("ask", "ask a question (in groups: /ask your question)"), ("new", "start a new conversation"),
             ("sources", "the indexed articles"), ("stats", "the size of the index"),
-            ("add", "admins: index a web article (/add URL)"), ("reindex", "admins: re-scan the articles folder"))
+            ("add", "admins: index a web article (/add URL)"),
+            ("reindex", "admins: re-scan the articles folder"))
+
+# short replies (HTML)
+APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment."
+ASK_SOMETHING = f"Ask me a question about the news, for example: <i>{escape(EXAMPLES[0])}</i>"
+TOO_LONG = "That is too long for a question ({n:,} characters). Please ask in under {limit:,} characters."
+SLOW_DOWN = "Slow down a little, please: try again in {seconds} s."
+ONLY_TEXT = "I can only read text. Please type your question about the news."
+UNKNOWN_COMMAND = "I don't know that command. /help lists what I can do."
+PRIVATE = "Sorry, this bot is private: it only answers in the chats it was set up for."
+ONLY_ADMINS = "Sorry, only the bot's admins can add or re-index articles."
+NEW_CONVERSATION = "Starting a new conversation: ask away."
+EXPIRED = "This answer has expired: please ask again."
+ADD_USAGE = "Usage: /add https://example.com/some-article"
+NO_FOLDER = "No articles folder is configured (NEWSDESK_ARTICLES_DIR), so there is nothing to re-scan."
+FILE_TYPES = "I can index these files: {types}."
+FILE_TOO_BIG = "That file is too big; the limit is {mb:g} MB."
 
 _TOKEN = re.compile(r"<[^>]*>|&#?\w+;|\n|[^\S\n]+|[^<&\s]{1,100}")
 _TAG = re.compile(r"</?([a-zA-Z0-9-]+)")
@@ -31,7 +50,7 @@ def units(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-# -- splitting --------------------------------------------------------------------------------------------------
+# -- splitting ---------------------------------------------------------------------------------------------
 
 def split_html(block: str, limit: int = LIMIT) -> list[str]:
     """Split one over-long HTML block between words (or inside a very long word), never inside a tag or an
@@ -84,7 +103,7 @@ def pack(blocks: Iterable[str], limit: int = LIMIT, sep: str = "\n") -> list[str
     return messages
 
 
-# -- answers ----------------------------------------------------------------------------------------------------
+# -- answers -----------------------------------------------------------------------------------------------
 
 def _link(title: str, url: str | None) -> str:
     return f'<a href="{escape(url)}">{escape(title)}</a>' if url else escape(title)
@@ -125,7 +144,7 @@ def passage_messages(c: Citation, limit: int = LIMIT) -> list[str]:
     return pack([source_heading(c), f"<blockquote>{body}</blockquote>"], limit)
 
 
-# -- other texts ------------------------------------------------------------------------------------------------
+# -- other texts -------------------------------------------------------------------------------------------
 
 def help_text(settings: Settings) -> str:
     examples = "\n".join(f"• {escape(q)}" for q in EXAMPLES)
@@ -149,7 +168,8 @@ def sources_messages(rows: list[dict], latest: int = 10) -> list[str]:
     lines = []
     for row in newest:
         meta = ", ".join(x for x in (row["source"], row["published"]) if x)
-        lines.append(f"• {_link(row['title'] or row['id'], row['url'])}" + (f" — {escape(meta)}" if meta else ""))
+        link = _link(row["title"] or row["id"], row["url"])
+        lines.append(f"• {link}" + (f" — {escape(meta)}" if meta else ""))
     head = f"<b>{len(rows)} article{'s' if len(rows) != 1 else ''} indexed.</b>"
     if len(rows) > latest:
         head += f" The latest {latest}:"
@@ -175,8 +195,8 @@ def index_summary(report: IndexReport, title: str) -> str:
 
 
 def reindex_summary(report: IndexReport, folder) -> str:
-    text = (f"Re-scanned {folder}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-            f"{report.removed} removed, {len(report.failed)} failed; {report.chunks} passages written in "
-            f"{report.seconds:.1f} s")
+    text = (f"Re-scanned {folder}: {report.added} added, {report.updated} updated, "
+            f"{report.unchanged} unchanged, {report.removed} removed, {len(report.failed)} failed; "
+            f"{report.chunks} passages written in {report.seconds:.1f} s")
     text += "".join(f"\n• {f.source}: {f.error}" for f in report.failed[:5])
     return escape(text)

