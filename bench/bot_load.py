@@ -3,19 +3,19 @@
     python bench/bot_load.py                      # levels 1,10,50; 3 alternating runs
     python bench/bot_load.py --chats 1,2 --quick  # smoke test
 
-The real bot (``newsdesk bot`` in its own process, offline mode: no OpenAI key) runs against the fake Telegram Bot
-API server of ``tests/fake_telegram.py`` on 127.0.0.1 (long polling over real HTTP), on an index of
+The real bot (``newsdesk bot`` in its own process, offline mode: no OpenAI key) runs against the fake Telegram
+Bot API server of ``tests/fake_telegram.py`` on 127.0.0.1 (long polling over real HTTP), on an index of
 ``examples/articles`` (both stages, built first with ``newsdesk index``). The questions are the project's seed
 questions about that article (``../shared/eval/seed-questions.jsonl``, answerable and not), in turn.
 
 Each level is one burst: N private chats (each a new chat and user, so neither the per-user rate limit nor the
 follow-up history interferes) send one question each at the same moment. Latency is from the moment the fake
 server queues a question to the moment it receives the last ``sendMessage`` of the answer in that chat. The
-1-chat level asks ``--single`` questions one after the other. Levels alternate within each run (1, 10, 50, then
-again), ``--runs`` times; p50/p95 are medians over the runs.
+1-chat level asks ``--single`` questions one after the other. Levels alternate within each run (1, 10, 50,
+then again), ``--runs`` times; p50/p95 are medians over the runs.
 
-Checked on every question: exactly one answer replies to it (``reply_parameters.message_id``), none is an apology,
-nothing is sent to a chat that did not ask, and no Bot API method unknown to the fake was called.
+Checked on every question: exactly one answer replies to it (``reply_parameters.message_id``), none is an
+apology, nothing is sent to a chat that did not ask, and no Bot API method unknown to the fake was called.
 """
 
 from __future__ import annotations
@@ -102,12 +102,14 @@ class Load:
         out = []
         for chat, message_id, at in sent:
             calls = tg.calls_of("sendMessage", chat)
-            replies = [c for c in calls if (c.params.get("reply_parameters") or {}).get("message_id") == message_id]
+            replies = [c for c in calls
+                       if (c.params.get("reply_parameters") or {}).get("message_id") == message_id]
             if not calls:
                 self.problems.append(f"chat {chat}: no answer (lost) within {self.timeout:.0f} s")
                 continue
             if len(replies) != 1:
-                self.problems.append(f"chat {chat}: {len(replies)} answers reply to the question (expected 1)")
+                self.problems.append(f"chat {chat}: {len(replies)} answers reply to the question "
+                                     "(expected 1)")
             if any("Sorry" in c.params.get("text", "") for c in calls):
                 self.problems.append(f"chat {chat}: an apology instead of an answer")
             out.append(calls[-1].at - at)
@@ -215,7 +217,8 @@ def report(args, result: dict, stats: dict, info: dict):
     ratios = {}
     if 1 in summary:
         for n in levels:
-            per_run = [percentile(a, 95) / percentile(b, 95) for a, b in zip(samples[n], samples[1])]
+            per_run = [percentile(a, 95) / percentile(b, 95)
+                       for a, b in zip(samples[n], samples[1], strict=False)]
             ratios[n] = median(per_run)
     rows = [[n, summary[n]["answers"], fmt(summary[n]["p50_s"], 2), fmt(summary[n]["p95_s"], 2),
              fmt(summary[n]["max_s"], 2), fmt(ratios.get(n), 2) if n in ratios else "—",
@@ -232,17 +235,19 @@ def report(args, result: dict, stats: dict, info: dict):
         ok = ratios[10] <= 2.0
         goal = (f"Goal: p95 with 10 chats ≤ 2× single-chat p95 — **{'met' if ok else 'missed'}** "
                 f"(ratio {ratios[10]:.2f}: {summary[10]['p95_s']:.2f} s vs {summary[1]['p95_s']:.2f} s).")
+    answered = max(result['asked'] - 1, 1)
     md = f"""# The Telegram bot under load
 
-Command: `{command_line()}` ({args.runs} alternating run(s); level 1: {args.single} questions one after the other
-per run; 10 chats: {args.bursts} burst(s) per run; larger levels: one burst per run; medians over runs).
+Command: `{command_line()}` ({args.runs} alternating run(s); level 1: {args.single} questions one after the
+other per run; 10 chats: {args.bursts} burst(s) per run; larger levels: one burst per run; medians over runs).
 
 {machine_note(info, load_1min())}
 
 The real bot (`newsdesk bot`, its own process, offline mode) long-polls the fake Bot API server of
 `tests/fake_telegram.py` on 127.0.0.1. Index: `examples/articles` ({stats.get('articles')} article,
 {stats.get('chunks')} passages, both stages). Questions: the {len(seed_questions())} seed questions about that
-article, in turn. Latency: from the fake server queueing the question to it receiving the answer's last message.
+article, in turn. Latency: from the fake server queueing the question to it receiving the answer's last
+message.
 
 {table}
 
@@ -253,14 +258,15 @@ article, in turn. Latency: from the fake server queueing the question to it rece
 {checks}
 
 Bot process after the run: RSS {result['bot_rss_mb']:.0f} MB; {result['bot_cpu_s']:.0f} CPU-seconds for
-{result['asked'] - 1} answers ({result['bot_cpu_s'] / max(result['asked'] - 1, 1) * 1000:.0f} ms of CPU per answer).
+{answered} answers ({result['bot_cpu_s'] / answered * 1000:.0f} ms of CPU per answer).
 """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     ax.plot(levels, [summary[n]["p50_s"] for n in levels], "o--", label="p50")
     ax.plot(levels, [summary[n]["p95_s"] for n in levels], "o-", label="p95")
     if 1 in summary:
-        ax.axhline(2 * summary[1]["p95_s"], color="grey", lw=0.8, ls=":", label="goal at 10 chats: 2× 1-chat p95")
+        ax.axhline(2 * summary[1]["p95_s"], color="grey", lw=0.8, ls=":",
+                   label="goal at 10 chats: 2× 1-chat p95")
     ax.set_xscale("log")
     ax.set_xticks(levels)
     ax.set_xticklabels([str(n) for n in levels])

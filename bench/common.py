@@ -4,12 +4,12 @@ Data comes from ``../shared/eval/xquad-dev`` (relative to the repository root), 
 
 - ``base_paragraphs()``: the 240 XQuAD paragraphs (24 articles x 5 paragraphs, Arabic and English), in article
   order, each with its article's title;
-- ``unique_text(base, n)``: a paragraph made unique by appending a sentence with a number in the paragraph's own
-  language (so it keeps its script, and nothing is skipped as a duplicate);
+- ``unique_text(base, n)``: a paragraph made unique by appending a sentence with a number in the paragraph's
+  own language (so it keeps its script, and nothing is skipped as a duplicate);
 - ``english_questions(n)``: real English questions (``question_en``), deterministic order.
 
-Reports: each benchmark writes ``<name>.md`` (tables), ``<name>.png`` (chart) and ``<name>.json`` (raw numbers)
-into ``--out`` (default ``docs/benchmarks/``).
+Reports: each benchmark writes ``<name>.md`` (tables), ``<name>.png`` (chart) and ``<name>.json`` (raw
+numbers) into ``--out`` (default ``docs/benchmarks/``).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def base_paragraphs(limit: int | None = None) -> list[BaseParagraph]:
     en = sorted((XQUAD / "articles-en").glob("*.txt"))
     if not ar or not en:
         raise SystemExit(f"the XQuAD articles are missing: expected them under {XQUAD}")
-    for a, e in zip(ar, en):
+    for a, e in zip(ar, en, strict=False):
         for lang, path in (("ar", a), ("en", e)):
             title, paras = read_article(path)
             out.extend(BaseParagraph(path.stem, lang, title, i, p) for i, p in enumerate(paras))
@@ -127,7 +127,7 @@ def write_corpus(folder: Path, n_paragraphs: int, per_article: int = 5, start: i
     return articles
 
 
-# -- statistics --------------------------------------------------------------------------------------------------
+# -- statistics ----------------------------------------------------------------------------------------------
 
 def percentile(values: Sequence[float], p: float) -> float:
     """Linear interpolation between closest ranks (numpy's default)."""
@@ -144,7 +144,7 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-# -- the machine ------------------------------------------------------------------------------------------------
+# -- the machine ---------------------------------------------------------------------------------------------
 
 def load_1min() -> float:
     return os.getloadavg()[0]
@@ -181,7 +181,8 @@ def machine_info(quiet: dict | None = None) -> dict:
 
 def machine_note(info: dict, load_end: float | None = None) -> str:
     """One paragraph for the report saying what the machine was doing."""
-    parts = [f"{info['cpus']} cores, {info.get('memory_gb', '?')} GB, Python {info['python']}, {info['date']}."]
+    parts = [f"{info['cpus']} cores, {info.get('memory_gb', '?')} GB, Python {info['python']}, "
+             f"{info['date']}."]
     if "load_at_start" in info:
         if info.get("quiet"):
             parts.append(f"1-minute load average at the start: {info['load_at_start']} "
@@ -200,7 +201,7 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-# -- processes ---------------------------------------------------------------------------------------------------
+# -- processes -----------------------------------------------------------------------------------------------
 
 def clean_env(home: Path | None = None, **extra: str) -> dict:
     """The environment for a newsdesk subprocess: nothing from the developer's NEWSDESK_/OPENAI_/CHROMA_/
@@ -219,7 +220,8 @@ def run_json(cmd: Sequence[str], env: dict, timeout: float = 3600, cwd: Path | N
     proc = subprocess.run(list(cmd), capture_output=True, text=True, env=env, timeout=timeout,
                           cwd=cwd or ROOT)
     if proc.returncode not in (0,):
-        raise SystemExit(f"{' '.join(map(str, cmd[:4]))}… failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        what = " ".join(map(str, cmd[:4]))
+        raise SystemExit(f"{what}… failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     if not lines:
         raise SystemExit(f"{' '.join(map(str, cmd[:4]))}… printed nothing:\n{proc.stderr[-3000:]}")
@@ -318,7 +320,7 @@ class ChromaServer:
         self.stop()
 
 
-# -- reports -----------------------------------------------------------------------------------------------------
+# -- reports -------------------------------------------------------------------------------------------------
 
 def fmt(value, digits: int = 1) -> str:
     if value is None:

@@ -1,6 +1,6 @@
 """Indexing at 1k and 10k paragraphs: `newsdesk index` vs the encoders alone on the same paragraphs.
 
-    python bench/index_scale.py                          # 1k and 10k (stage 1), stage 2 on a 100-paragraph sample
+    python bench/index_scale.py             # 1k and 10k (stage 1), stage 2 on a 100-paragraph sample
     python bench/index_scale.py --sizes 50 --stage2-size 10 --quick   # smoke test
 
 Corpora: real XQuAD paragraphs of both languages, each made unique by a closing sentence with a number
@@ -66,8 +66,8 @@ def _embed_text(title: str, text: str) -> str:
 
 
 def encoder_texts(folder: Path) -> list[str]:
-    """The passages of every .txt article in ``folder``, as the loader reads a plain .txt article (line endings
-    normalised, stripped; the first line is the title)."""
+    """The passages of every .txt article in ``folder``, as the loader reads a plain .txt article (line
+    endings normalised, stripped; the first line is the title)."""
     use_repo_imports()
     from index.chunking import chunk_article
 
@@ -141,7 +141,7 @@ def stage2_runs(folder: Path, scratch: Path, runs: int) -> dict:
     rows = {"index": [], "encoder": [], "stage1": []}
     for n in range(runs):
         home = scratch / f"home-s2-{n}"
-        wall, report = timed_run(index_cmd(folder, fast=True), clean_env(home))  # stage 1 first (not compared)
+        wall, report = timed_run(index_cmd(folder, fast=True), clean_env(home))  # stage 1 (not compared)
         rows["stage1"].append({"wall": wall, "inner": report["seconds"], "passages": report["chunks"]})
         wall, report = timed_run(index_cmd(folder, fast=False), clean_env(home))
         if report.get("added") or report.get("updated"):
@@ -179,7 +179,7 @@ def compare(rows: dict) -> dict:
     if idx["passages"] != enc["passages"]:
         log(f"warning: the indexer wrote {idx['passages']} passages, the encoder saw {enc['passages']}")
     per_run = [(i["passages"] / i["wall"]) / (e["passages"] / e["wall"])
-               for i, e in zip(rows["index"], rows["encoder"])]
+               for i, e in zip(rows["index"], rows["encoder"], strict=False)]
     return {"index": idx, "encoder": enc, "ratio": idx["rate"] / enc["rate"],
             "ratio_per_run": [round(r, 3) for r in per_run]}
 
@@ -189,7 +189,8 @@ def compare(rows: dict) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000", help="paragraph counts for stage 1")
-    parser.add_argument("--stage2-size", type=int, default=100, help="paragraphs in the stage-2 sample (0: skip)")
+    parser.add_argument("--stage2-size", type=int, default=100,
+                        help="paragraphs in the stage-2 sample (0: skip)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 run, no waiting")
@@ -254,11 +255,12 @@ def report(results: dict, sizes: list[int], args, info: dict):
                      f"{fmt(i['inner_rate'])} / {fmt(e['inner_rate'])}"])
     if s2:
         i, e = s2["index"], s2["encoder"]
-        rows.append([f"{args.stage2_size} sample (stage 2)", f"{i['passages']:,}", fmt(i["wall_s"]), fmt(i["rate"]),
-                     fmt(e["wall_s"]), fmt(e["rate"]), f"**{s2['ratio']:.2f}**",
+        rows.append([f"{args.stage2_size} sample (stage 2)", f"{i['passages']:,}", fmt(i["wall_s"]),
+                     fmt(i["rate"]), fmt(e["wall_s"]), fmt(e["rate"]), f"**{s2['ratio']:.2f}**",
                      ", ".join(f"{x:.2f}" for x in s2["ratio_per_run"]), f"— / {fmt(e['inner_rate'])}"])
     table = markdown_table(["corpus", "passages", "newsdesk index, s", "passages/s", "encoder alone, s",
-                            "passages/s", "ratio", "ratio per run", "in-process passages/s (index / encoder)"],
+                            "passages/s", "ratio", "ratio per run",
+                            "in-process passages/s (index / encoder)"],
                            rows)
     complete_rows = []
     if s2:
@@ -277,10 +279,13 @@ def report(results: dict, sizes: list[int], args, info: dict):
     goals = []
     for size in sizes:
         ratio = results["stage1"][size]["ratio"]
-        goals.append(f"- stage 1 at {_label(size)}: ratio {ratio:.2f} — **{'met' if ratio >= 0.75 else 'missed'}**")
+        verdict = "met" if ratio >= 0.75 else "missed"
+        goals.append(f"- stage 1 at {_label(size)}: ratio {ratio:.2f} — **{verdict}**")
     if s2:
         goals.append(f"- stage 2 ({args.stage2_size}-paragraph sample): ratio {s2['ratio']:.2f} — "
                      f"**{'met' if s2['ratio'] >= 0.75 else 'missed'}**")
+    rate2_txt = fmt(s2["index"]["rate"]) if s2 else "—"
+    enc2_txt = fmt(s2["encoder"]["rate"]) if s2 else "—"
     md = f"""# Indexing at scale: `newsdesk index` vs the encoders alone
 
 Command: `{command_line()}` ({args.runs} alternating run(s) per side; medians; whole processes: interpreter
@@ -288,10 +293,10 @@ start, imports, model load and work; about {info.get('total_minutes', '?')} min 
 
 {machine_note(info, load_1min())}
 
-Corpora: real XQuAD paragraphs (Arabic and English, alternating articles) made unique by a closing sentence with
-a number, five per article file; nothing is skipped as unchanged or duplicate. The encoder side encodes exactly
-the strings the indexer encodes (passages from `index.chunking.chunk_article` with the article title as
-context; checked against the real loader), with the same batch sizes (USE 32, e5 16) and 2 threads.
+Corpora: real XQuAD paragraphs (Arabic and English, alternating articles) made unique by a closing sentence
+with a number, five per article file; nothing is skipped as unchanged or duplicate. The encoder side encodes
+exactly the strings the indexer encodes (passages from `index.chunking.chunk_article` with the article title
+as context; checked against the real loader), with the same batch sizes (USE 32, e5 16) and 2 threads.
 Stage 2 (e5, ~16× slower than USE) is measured on a {args.stage2_size}-paragraph sample only: at 10k it would
 take over 30 min per run.
 
@@ -306,27 +311,29 @@ take over 30 min per run.
 {complete}
 
 "Complete" adds the stage-2 time projected from the measured stage-2 rate of the sample
-({fmt(s2['index']['rate']) if s2 else '—'} passages/s for `newsdesk index`, {fmt(s2['encoder']['rate']) if s2 else '—'}
-for e5 alone); "both encoders alone" is the measured USE-alone time plus the projected e5-alone time.
+({rate2_txt} passages/s for `newsdesk index`, {enc2_txt} for e5 alone; whole-process rates, so slightly
+pessimistic for large corpora); "both encoders alone" is the measured USE-alone time plus the projected
+e5-alone time.
 
 ## Goals (ratio ≥ 0.75 for each stage against its encoder)
 
 {chr(10).join(goals)}
 """
     plt = pyplot()
-    panels = [("Stage 1 (USE): until searchable", [(_label(size), results["stage1"][size]) for size in sizes])]
+    panels = [("Stage 1 (USE): until searchable",
+               [(_label(size), results["stage1"][size]) for size in sizes])]
     if s2:
         panels.append(("Stage 2 (e5): accurate vectors", [(f"{args.stage2_size} sample", s2)]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 + 3 * len(panels), 4.2),
                              gridspec_kw={"width_ratios": [max(len(p[1]), 1) for p in panels]})
     axes = list(axes) if len(panels) > 1 else [axes]
-    for ax, (title, bars) in zip(axes, panels):
+    for ax, (title, bars) in zip(axes, panels, strict=False):
         xs = range(len(bars))
         idx_rates = [r["index"]["rate"] for _, r in bars]
         enc_rates = [r["encoder"]["rate"] for _, r in bars]
         ax.bar([x - 0.2 for x in xs], idx_rates, 0.4, label="newsdesk index")
         ax.bar([x + 0.2 for x in xs], enc_rates, 0.4, label="encoder alone")
-        for x, a, b in zip(xs, idx_rates, enc_rates):
+        for x, a, b in zip(xs, idx_rates, enc_rates, strict=False):
             ax.text(x, max(a, b) * 1.03, f"ratio {a / b:.2f}", ha="center", fontsize=9)
         ax.set_xticks(list(xs))
         ax.set_xticklabels([label for label, _ in bars])

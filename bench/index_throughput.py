@@ -179,8 +179,15 @@ def main() -> int:
         print(f"{label:24}{wall:8.2f}{n / wall:12.1f}{cpu:8.2f}{n / cpu:16.1f}{inner:14.2f}")
     ratio = summary["index"]["passages_per_second"] / summary["encoder"]["passages_per_second"]
     cpu_ratio = summary["index"]["passages_per_cpu_second"] / summary["encoder"]["passages_per_cpu_second"]
+    # each index run next to the encoder run after it: both saw about the same load on the machine
+    pairs = zip(rows["index"], rows["encoder"], strict=True)
+    paired = statistics.median(e["wall"] / i["wall"] for i, e in pairs)
     summary["ratio"], summary["cpu_ratio"] = round(ratio, 3), round(cpu_ratio, 3)
-    print(f"\nratio index/encoder: {ratio:.2f} by wall time, {cpu_ratio:.2f} by CPU time (goal ≥ 0.75)")
+    summary["paired_ratio"] = round(paired, 3)
+    print(
+        f"\nratio index/encoder: {ratio:.2f} by wall time, {cpu_ratio:.2f} by CPU time, "
+        f"{paired:.2f} median of the run-by-run ratios (goal ≥ 0.75)"
+    )
     if args.json:
         print(json.dumps(summary))
     return 0

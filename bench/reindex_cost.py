@@ -3,8 +3,8 @@
     python bench/reindex_cost.py                        # 10,000 small articles, 3 runs
     python bench/reindex_cost.py --sizes 50 --quick     # smoke test
 
-Corpus: N small articles (a title line and one short paragraph: the first sentence of an XQuAD paragraph, Arabic
-or English, made unique with a numbered sentence), one passage each, in a temp folder.
+Corpus: N small articles (a title line and one short paragraph: the first sentence of an XQuAD paragraph,
+Arabic or English, made unique with a numbered sentence), one passage each, in a temp folder.
 
 Each run, in a fresh home, times three whole processes of ``newsdesk index DIR --fast --json``:
 
@@ -12,11 +12,11 @@ Each run, in a fresh home, times three whole processes of ``newsdesk index DIR -
 2. **re-index, unchanged**: every article is read, hashed and skipped;
 3. **update 1%**: ``--changed`` (default 1%) of the files get a sentence appended, then the same command.
 
-The files are restored after each run. ``--fast`` (stage 1 only) throughout: with stage 2 on, the first index of
-10k passages would take over 30 min of e5 time; the stage-2 work of a re-index is only the changed passages'
-(pending = passages without an accurate vector), at e5's rate (see index_scale). Ratios are per run, then the
-median over the runs. The indexer's own ``seconds`` (in-process, without interpreter start and imports) is
-reported too.
+The files are restored after each run. ``--fast`` (stage 1 only) throughout: with stage 2 on, the first index
+of 10k passages would take over 30 min of e5 time; the stage-2 work of a re-index is only the changed
+passages' (pending = passages without an accurate vector), at e5's rate (see index_scale). Ratios are per
+run, then the median over the runs. The indexer's own ``seconds`` (in-process, without interpreter start and
+imports) is reported too.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def write_small_corpus(folder: Path, n: int) -> list[Path]:
 
 
 def index(folder: Path, home: Path) -> tuple[float, dict]:
-    return timed_run([sys.executable, "-m", "bot.cli", "index", str(folder), "--fast", "--json"], clean_env(home))
+    return timed_run([sys.executable, "-m", "bot.cli", "index", str(folder), "--fast", "--json"],
+                     clean_env(home))
 
 
 def one_run(folder: Path, paths: list[Path], home: Path, changed: float, seed: int) -> dict:
@@ -104,18 +105,21 @@ def check(run: dict, n: int, changed: int) -> list[str]:
     problems = []
     first, same, upd = run["first"]["report"], run["unchanged"]["report"], run["update"]["report"]
     if first["added"] != n or first["failed"]:
-        problems.append(f"first index: {first['added']} added, {len(first['failed'])} failed (expected {n} added)")
+        problems.append(f"first index: {first['added']} added, {len(first['failed'])} failed "
+                        f"(expected {n} added)")
     if same["unchanged"] != n or same["added"] or same["updated"] or same["chunks"]:
         problems.append(f"unchanged re-index: {same}")
     if upd["updated"] != changed or upd["unchanged"] != n - changed or upd["added"]:
-        problems.append(f"update: {upd['updated']} updated, {upd['unchanged']} unchanged (expected {changed})")
+        problems.append(f"update: {upd['updated']} updated, {upd['unchanged']} unchanged "
+                        f"(expected {changed})")
     return problems
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000", help="number(s) of small articles, comma-separated")
-    parser.add_argument("--changed", type=float, default=0.01, help="share of articles updated (default 0.01)")
+    parser.add_argument("--changed", type=float, default=0.01,
+                        help="share of articles updated (default 0.01)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 run, no waiting")
@@ -174,8 +178,8 @@ def report(results: dict, sizes: list[int], args, info: dict, problems: list[str
                          ", ".join(f"{x:.1f}" for x in p["walls"])])
     table = markdown_table(["articles", "run", "whole process, s", "indexer's own seconds",
                             "÷ first (process)", "÷ first (in-process)", "per run, s"], rows)
-    checks = ("Every run was checked: the first index added every article, the re-index found all unchanged and "
-              "wrote nothing, the update re-wrote exactly the changed ones." if not problems else
+    checks = ("Every run was checked: the first index added every article, the re-index found all unchanged "
+              "and wrote nothing, the update re-wrote exactly the changed ones." if not problems else
               "**Problems:**\n\n" + "\n".join(f"- {p}" for p in problems[:20]))
     md = f"""# Re-indexing cost
 
@@ -204,7 +208,7 @@ in-process column is the indexer's own `seconds` (no interpreter start, imports 
     xs = range(3)
     ax.bar([x - 0.2 for x in xs], walls, 0.4, label="whole process")
     ax.bar([x + 0.2 for x in xs], inners, 0.4, label="indexer's own time (in-process)")
-    for x, w in zip(xs, walls):
+    for x, w in zip(xs, walls, strict=False):
         ax.text(x - 0.2, w * 1.02, f"{w:.1f} s", ha="center", fontsize=8)
     ax.set_xticks(list(xs))
     ax.set_xticklabels(labels)

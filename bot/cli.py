@@ -14,7 +14,7 @@ from index.errors import NewsdeskError
 from index.settings import Settings
 
 from .answers import Answer, Turn
-from .render import format_answer_text, format_hit_text
+from .render import format_answer_text, format_hit_text, source_line
 
 log = logging.getLogger("newsdesk")
 
@@ -175,11 +175,17 @@ def cmd_chat(args, settings: Settings) -> int:
             if line == "/sources":
                 if last is None or not last.citations:
                     print("No sources yet.")
-                for c in (last.citations if last else []):
-                    print(f"[{c.n}] {c.title or c.article_id}\n{c.passage}\n")
+                    continue
+                passages: dict[str, list] = {}  # one entry per passage, with every citation it backs
+                for c in last.citations:
+                    passages.setdefault(c.chunk_id or f"{c.article_id}:{c.start}", []).append(c)
+                for cited in passages.values():
+                    c = cited[0]
+                    print(f"{''.join(f'[{x.n}]' for x in cited)} {source_line(c)}\n{c.passage}\n")
                 continue
             try:
-                last = await engine.ask(line, history[-settings.history_turns:] if settings.history_turns else [])
+                recent = history[-settings.history_turns:] if settings.history_turns else []
+                last = await engine.ask(line, recent)
             except NewsdeskError as exc:
                 print(f"error: {exc}")
                 continue

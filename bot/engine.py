@@ -13,6 +13,8 @@ import logging
 import re
 import weakref
 from collections.abc import Sequence
+from dataclasses import replace
+from itertools import zip_longest
 
 from index.errors import LLMError
 from index.lexical import script_of
@@ -107,15 +109,17 @@ class Engine:
         question = question.strip()
         if self.client is None:
             standalone = offline_standalone(question, history)
-            hits = await asyncio.to_thread(self.index.search, standalone, k)
-            return await asyncio.to_thread(self._extractive, question, standalone, hits)
-        standalone = question
+            follow_up = question if standalone != question else None
+            hits = await asyncio.to_thread(self._search, standalone, k, follow_up)
+            return await asyncio.to_thread(self._extractive, question, standalone, hits, follow_up)
+        standalone, follow_up = question, None
         if history:
             try:
                 standalone = await llm.standalone_question(self.client, self.settings, question, history)
             except LLMError as exc:
                 log.warning("could not rewrite the follow-up question: %s", exc)
                 standalone = offline_standalone(question, history)
+                follow_up = question if standalone != question else None  # for the offline fallback only
         hits = await asyncio.to_thread(self.index.search, standalone, k)
         if not hits:
             return self._abstain(question, standalone, "llm", empty=True)
@@ -123,7 +127,7 @@ class Engine:
             raw = await llm.complete_cited_answer(self.client, self.settings, standalone, hits, history)
         except LLMError as exc:
             log.warning("language model failed, answering offline: %s", exc)
-            answer = await asyncio.to_thread(self._extractive, question, standalone, hits)
+            answer = await asyncio.to_thread(self._extractive, question, standalone, hits, follow_up)
             answer.mode = "fallback"
             answer.notice = MESSAGES[language(question)]["fallback"]
             return answer
@@ -146,10 +150,26 @@ class Engine:
 
         return asyncio.run(run())
 
-    def _extractive(self, question: str, standalone: str, hits: list[Hit]) -> Answer:
+    def _search(self, question: str, k: int, follow_up: str | None = None) -> list[Hit]:
+        """The passages for ``question``. For an offline follow-up (``question`` is ``follow_up`` read with
+        the previous question) also those of the follow-up as written, taken in turn: up to 2k passages."""
+        hits = self.index.search(question, k)
+        if not follow_up or follow_up == question:
+            return hits
+        out: list[Hit] = []
+        seen: set[str] = set()
+        for pair in zip_longest(hits, self.index.search(follow_up, k)):
+            for hit in pair:
+                if hit is not None and hit.chunk_id not in seen:
+                    seen.add(hit.chunk_id)
+                    out.append(replace(hit, rank=len(out) + 1))
+        return out
+
+    def _extractive(self, question: str, standalone: str, hits: list[Hit],
+                    follow_up: str | None = None) -> Answer:
         if not hits:
             return self._abstain(question, standalone, "extractive", empty=True)
-        chosen = self.extractor.select(standalone, hits)
+        chosen = self.extractor.select(standalone, hits, follow_up=follow_up)
         if not chosen:
             return self._abstain(question, standalone, "extractive")
         sentences, citations = build(chosen)

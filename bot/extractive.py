@@ -6,13 +6,16 @@ vary by query):
   question's similarity to a set of unrelated sentences (``prompts/null_sentences.txt``): how far above
   "irrelevant" it stands, in standard deviations of irrelevant;
 - the best sentence must stand at least ``MIN_NULL_Z`` above irrelevant, else the engine abstains;
-- further sentences are kept while they stay close to the best one (``KEEP_RATIO`` of its standing).
+- further sentences are kept while they stay close to the best one (``KEEP_RATIO`` of its standing);
+- a follow-up ("and where did she publish it?") is read both as written and with the previous question, and
+  the best quotes of each reading are shown (see ``Extractor.select``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
+from itertools import takewhile, zip_longest
 
 import numpy as np
 
@@ -61,42 +64,62 @@ class Extractor:
         sims = self.embedder.passages(texts) @ q if texts else np.zeros(0)
         return (sims - null.mean()) / max(float(null.std()), 1e-6)
 
-    def select(self, question: str, hits: list[Hit]) -> list[_Candidate]:
-        """The quotes to show, in article order, or [] when nothing is relevant enough."""
+    def select(self, question: str, hits: list[Hit], follow_up: str | None = None) -> list[_Candidate]:
+        """The quotes to show, in article order, or [] when nothing is relevant enough.
+
+        ``follow_up``: the latest message as the user wrote it, when ``question`` is that message read
+        together with the previous question. Offline there is no way to tell what "she" or "it" refers to,
+        so the quotes that best match each reading are taken in turn (the follow-up's first), each reading
+        keeping the sentences close to its own best; the answer abstains only when neither reading finds
+        anything."""
         candidates: list[_Candidate] = []
-        for hit in hits:
+        bonus: list[float] = []  # the passage's retrieval rank, a little
+        for position, hit in enumerate(hits):
             for s, e in sentence_spans(hit.text):
                 text = hit.text[s:e]
                 if len(normalize(text)) >= 12:  # skip fragments too short to stand as a quote
                     candidates.append(_Candidate(hit, hit.start + s, hit.start + e, text))
+                    bonus.append(PASSAGE_WEIGHT * (len(hits) - position) / len(hits))
         if not candidates:
             return []
-        standing = self.relevance(question, [c.text for c in candidates])
-        rank_bonus = {hit.chunk_id: PASSAGE_WEIGHT * (len(hits) - i) / len(hits) for i, hit in enumerate(hits)}
-        for c, z in zip(candidates, standing):
-            c.score = float(z)
-        best = max(c.score for c in candidates)
-        if best < MIN_NULL_Z:
+        texts = [c.text for c in candidates]
+        readings = [question] if follow_up is None or follow_up == question else [follow_up, question]
+        standings = [self.relevance(q, texts) for q in readings]
+        if max(float(z.max()) for z in standings) < MIN_NULL_Z:
             return []
-        ranked = sorted(candidates, key=lambda c: -(c.score + rank_bonus[c.hit.chunk_id]))
+        ranked_lists = [_close_to_best(z, np.asarray(bonus)) for z in standings]
+        for c, z in zip(candidates, standings[-1], strict=True):
+            c.score = float(z)
         chosen: list[_Candidate] = []
         seen_text: set[str] = set()
         per_passage: dict[str, int] = {}
-        for c in ranked:
-            if len(chosen) >= MAX_QUOTES or c.score < KEEP_RATIO * best:
-                break
-            key = normalize(c.text)
-            if key in seen_text or per_passage.get(c.hit.chunk_id, 0) >= MAX_PER_PASSAGE:
-                continue
-            seen_text.add(key)
-            per_passage[c.hit.chunk_id] = per_passage.get(c.hit.chunk_id, 0) + 1
-            chosen.append(c)
-        # keep each article's order: articles by their best retrieval rank, quotes by position
-        article_rank = {}
-        for hit in hits:
-            article_rank.setdefault(hit.article_id, hit.rank)
+        for turn in zip_longest(*ranked_lists):
+            for i in turn:
+                if i is None or len(chosen) >= MAX_QUOTES:
+                    continue
+                c = candidates[i]
+                key = normalize(c.text)
+                if key in seen_text or per_passage.get(c.hit.chunk_id, 0) >= MAX_PER_PASSAGE:
+                    continue
+                seen_text.add(key)
+                per_passage[c.hit.chunk_id] = per_passage.get(c.hit.chunk_id, 0) + 1
+                chosen.append(c)
+        # keep each article's order: articles by their best retrieval position, quotes by position
+        article_rank: dict[str, int] = {}
+        for position, hit in enumerate(hits):
+            article_rank.setdefault(hit.article_id, position)
         chosen.sort(key=lambda c: (article_rank[c.hit.article_id], c.start))
         return chosen
+
+
+def _close_to_best(standing: np.ndarray, bonus: np.ndarray) -> list[int]:
+    """Candidates by standing plus their passage's rank bonus, while they stay within ``KEEP_RATIO`` of the
+    best standing."""
+    best = float(standing.max())
+    if best <= 0:
+        return []
+    order = np.argsort(-(standing + bonus), kind="stable")
+    return list(takewhile(lambda i: standing[i] >= KEEP_RATIO * best, (int(i) for i in order)))
 
 
 def build(chosen: list[_Candidate]) -> tuple[list[Sentence], list[Citation]]:

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Sequence
 from functools import cache
@@ -84,9 +85,13 @@ def _attr(value: str | None) -> str:
     return html.escape(" ".join((value or "").split()), quote=True)
 
 
+_SOURCE_TAG = re.compile(r"<(\s*/?\s*source)", re.IGNORECASE)
+
+
 def _neutralise(text: str) -> str:
-    """Keep a passage from closing its own block or opening a new one."""
-    return text.replace("</source", "&lt;/source").replace("<source", "&lt;source")
+    """Keep a passage from closing its own block or opening a new one (``</source>``, ``</SOURCE >``,
+    ``< source n="9">``: any case and spacing)."""
+    return _SOURCE_TAG.sub(r"&lt;\1", text)
 
 
 def format_sources(hits: Sequence[Hit]) -> str:

@@ -38,7 +38,7 @@ def assert_report(out: Path, name: str, *must_contain: str) -> dict:
     return json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
 
 
-# -- the helpers -------------------------------------------------------------------------------------------------
+# -- the helpers ---------------------------------------------------------------------------------------------
 
 def test_corpus_paragraphs_are_unique_and_keep_their_script(tmp_path):
     from index.lexical import script_of
@@ -47,7 +47,8 @@ def test_corpus_paragraphs_are_unique_and_keep_their_script(tmp_path):
     assert len(bases) == 240 and {b.lang for b in bases[:10]} == {"ar", "en"}
     texts = [common.unique_text(bases[n % len(bases)], n) for n in range(600)]
     assert len(set(texts)) == 600
-    assert all(script_of(t) == ("ar" if bases[n % 240].lang == "ar" else "latin") for n, t in enumerate(texts))
+    assert all(script_of(t) == ("ar" if bases[n % 240].lang == "ar" else "latin")
+               for n, t in enumerate(texts))
     assert common.write_corpus(tmp_path / "c", 23) == 5  # 5 + 5 + 5 + 5 + 3 paragraphs
     files = sorted((tmp_path / "c").glob("*.txt"))
     title, paras = common.read_article(files[-1])

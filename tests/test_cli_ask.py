@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,7 +20,8 @@ from tests.fake_openai import FakeOpenAI, Reply, Sleep
 SPOKESPERSON_Q = "Who is the spokesperson of the Armenian Ministry of Defense?"
 AIR_DEFENCE_Q = "How many anti-aircraft systems did the Azerbaijani army say it destroyed?"
 ANSWER_KEYS = {"question", "answer", "mode", "abstained", "sentences", "citations", "dropped", "notice"}
-CITATION_KEYS = {"n", "article_id", "title", "source", "published", "url", "quote", "start", "end", "verified"}
+CITATION_KEYS = {"n", "article_id", "title", "source", "published", "url", "quote", "start", "end",
+                 "verified"}
 TITLE = "يريفان تعلن استخدام أذربيجان لنظام قاذفات اللهب الثقيل في قره باغ"
 
 
@@ -42,8 +44,8 @@ def fake():
 
 
 def llm_env(base_url: str, **extra: str) -> dict:
-    return {"OPENAI_API_KEY": "sk-test-secret", "OPENAI_BASE_URL": base_url, "NEWSDESK_LLM_MODEL": "fake-model",
-            **extra}
+    return {"OPENAI_API_KEY": "sk-test-secret", "OPENAI_BASE_URL": base_url,
+            "NEWSDESK_LLM_MODEL": "fake-model", **extra}
 
 
 def check_answer_json(data: dict, article: str) -> None:
@@ -58,13 +60,14 @@ def check_answer_json(data: dict, article: str) -> None:
         assert all(1 <= n <= len(data["citations"]) for n in s["citations"])
 
 
-def chat(home: Path, lines: list[str], env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def chat(home: Path, lines: list[str], env: dict | None = None,
+         timeout: float = 300) -> subprocess.CompletedProcess:
     """`newsdesk chat` with ``lines`` piped to its standard input."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSDESK_", "OPENAI_", "CHROMA_",
                                                                         "TELEGRAM_"))}
     full_env.update({"PYTHONPATH": str(ROOT), "NEWSDESK_HOME": str(home), **(env or {})})
-    return subprocess.run([*NEWSDESK, "chat"], input="".join(f"{line}\n" for line in lines), capture_output=True,
-                          text=True, env=full_env, timeout=timeout, cwd=home.parent)
+    return subprocess.run([*NEWSDESK, "chat"], input="".join(f"{line}\n" for line in lines),
+                          capture_output=True, text=True, env=full_env, timeout=timeout, cwd=home.parent)
 
 
 # ---- ask, offline --------------------------------------------------------------------------------
@@ -113,11 +116,12 @@ def test_ask_k_limits_passages(home, article):
 
 def test_ask_questions_file(home, article, tmp_path):
     proc = run_cli("ask", "--questions", str(SEED_QUESTIONS), "--json", home=home, check=True)
-    seed = [json.loads(line) for line in SEED_QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    seed = [json.loads(line) for line in SEED_QUESTIONS.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
     answers = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [a["question"] for a in answers] == [q["question"] for q in seed]
     found = 0
-    for q, a in zip(seed, answers):
+    for q, a in zip(seed, answers, strict=True):
         check_answer_json(a, article)
         if q["expect"] == "answer":
             found += any(contains(c["quote"], q["evidence"][0]) for c in a["citations"])
@@ -146,22 +150,28 @@ def test_ask_empty_index(tmp_path):
 def test_ask_json_llm(home, article, fake):
     hits = Index(make_settings(home)).search(SPOKESPERSON_Q, 5)
     n = next(i for i, h in enumerate(hits, 1) if "شوشان ستيبانيان" in h.text)
-    fake.script(Reply({"answerable": True, "sentences": [
+    reply = Reply({"answerable": True, "sentences": [
         {"text": "The spokesperson of Armenia's defence ministry is Shushan Stepanyan.",
          "citations": [{"source": n, "quote": "شوشان ستيبانيان"}]},
         {"text": "Azerbaijan shot down thirty Armenian aircraft.",
-         "citations": [{"source": n, "quote": "أسقطت أذربيجان ثلاثين طائرة"}]}]}))
+         "citations": [{"source": n, "quote": "أسقطت أذربيجان ثلاثين طائرة"}]}]})
+    fake.script(reply, reply)
     proc = run_cli("ask", SPOKESPERSON_Q, "--json", home=home, env=llm_env(fake.base_url), check=True)
     data = json.loads(proc.stdout)
     check_answer_json(data, article)
     assert data["mode"] == "llm" and data["abstained"] is False and data["notice"] is None
     assert data["answer"] == "The spokesperson of Armenia's defence ministry is Shushan Stepanyan [1]."
-    assert data["sentences"] == [{"text": "The spokesperson of Armenia's defence ministry is Shushan Stepanyan.",
-                                  "citations": [1]}]
+    assert data["sentences"] == [
+        {"text": "The spokesperson of Armenia's defence ministry is Shushan Stepanyan.", "citations": [1]}]
     assert data["dropped"] == ["Azerbaijan shot down thirty Armenian aircraft."]
     assert [c["quote"] for c in data["citations"]] == ["شوشان ستيبانيان"]
-    (request,) = fake.chat_requests
+    request = fake.chat_requests[0]
     assert request.headers["authorization"] == "Bearer sk-test-secret"
+
+    text = run_cli("ask", SPOKESPERSON_Q, home=home, env=llm_env(fake.base_url), check=True).stdout
+    assert text == ("The spokesperson of Armenia's defence ministry is Shushan Stepanyan [1].\n\nSources:\n"
+                    f"[1] {TITLE} — سبوتنيك, 2020-09-28\n    «شوشان ستيبانيان»\n")
+    assert "thirty" not in text
 
 
 def test_ask_llm_timeout_falls_back_with_notice(home, article, fake):
@@ -186,14 +196,27 @@ def test_chat_offline(home):
     proc = chat(home, [SPOKESPERSON_Q, "and where did she publish her statement?", "/sources", "/new",
                        "/sources", "", "/quit", "never asked"])
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    assert out.startswith("Ask about the indexed articles.")
-    first = out.index("Offline answer:")
-    second = out.index("صفحتها في فيسبوك", out.index("Offline answer:", first + 1))  # the follow-up
-    sources = out.index(f"[1] {TITLE}\n", second)  # /sources: the whole passages of the last answer
-    new = out.index("Starting a new conversation.", sources)
-    assert out.index("No sources yet.", new) > new
-    assert "never asked" not in out and "Traceback" not in proc.stderr
+    # one part per prompt
+    banner, first, second, sources, new, none, *rest = re.split(r"(?m)^> ", proc.stdout)
+    assert banner.startswith("Ask about the indexed articles.")
+    assert first.startswith("Offline answer:") and "\nSources:\n[1] " in first
+    assert second.startswith("Offline answer:")
+    assert "صفحتها في فيسبوك" in second  # the follow-up, read with the previous question
+
+    # /sources: each passage of the last answer once, under the numbers of the citations it backs
+    cited = re.findall(r"^\[(\d+)\]", second.split("\nSources:\n")[1], re.MULTILINE)
+    head = r"^((?:\[\d+\])+) " + re.escape(TITLE) + " — سبوتنيك, 2020-09-28$"
+    heads = re.findall(head, sources, re.MULTILINE)
+    assert heads and sorted(n for h in heads for n in re.findall(r"\d+", h)) == sorted(cited)
+    blocks = [b for b in sources.strip().split("\n\n") if b]
+    assert len(blocks) == len(heads) and len({b.split("\n", 1)[1] for b in blocks}) == len(blocks)
+    assert "صفحتها في فيسبوك" in sources
+
+    assert new.strip() == "Starting a new conversation."
+    assert none.strip() == "No sources yet."
+    assert "".join(rest).replace(">", "").strip() == ""  # the empty line is skipped; /quit ends the chat
+    assert "never asked" not in proc.stdout
+    assert "Traceback" not in proc.stderr
 
 
 def test_chat_ends_at_end_of_input(home):

@@ -116,7 +116,8 @@ accurate = []
 if acc is not None:
     for offset in range(0, acc.count(), 1000):
         accurate.extend(acc.get(include=[], limit=1000, offset=offset)["ids"])
-out = {"passages": passages, "accurate": accurate, "articles": store.articles()}
+out = {"passages": passages, "accurate": accurate, "articles": store.articles(),
+       "embedder": store.embedder_info()}
 print(json.dumps(out, ensure_ascii=False))
 """
 
@@ -525,6 +526,8 @@ def test_another_embedder_is_refused_until_rebuild(example_home):
         rebuilt = index(EXAMPLE, home=example_home, env=env, extra=("--rebuild",))
         assert rebuilt["added"] == 1 and rebuilt["chunks"] > 0
         assert stats(example_home, env)["embedder"] == "openai:text-embedding-3-small"
+        # the collection records the dimension the server's vectors have (FakeOpenAI: 16), not a guess
+        assert dump(example_home, env)["embedder"] == {"embedder": "openai:text-embedding-3-small", "dim": 16}
         # the rebuilt index keeps working with its embedder: re-index, search
         assert index(EXAMPLE, home=example_home, env=env)["unchanged"] == 1
         assert search(WEAPONS_Q, example_home, env=env)[0]["article_id"] == KARABAKH
@@ -533,7 +536,7 @@ def test_another_embedder_is_refused_until_rebuild(example_home):
     line = one_line_error(run_cli("search", WEAPONS_Q, home=example_home))
     assert "openai:text-embedding-3-small" in line and "--rebuild" in line
     assert index(EXAMPLE, home=example_home, extra=("--rebuild",))["added"] == 1
-    assert stats(example_home)["embedder"] == "use-m3"
+    assert dump(example_home)["embedder"] == {"embedder": "use-m3", "dim": 512}
 
 
 # ---- bad input in a batch ------------------------------------------------------------------------
