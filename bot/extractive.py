@@ -13,6 +13,7 @@ vary by query):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib import resources
 from itertools import takewhile, zip_longest
@@ -75,14 +76,17 @@ class Extractor:
         candidates: list[_Candidate] = []
         bonus: list[float] = []  # the passage's retrieval rank, a little
         for position, hit in enumerate(hits):
+            title = normalize(hit.title or "")
             for s, e in sentence_spans(hit.text):
                 text = hit.text[s:e]
-                if len(normalize(text)) >= 12:  # skip fragments too short to stand as a quote
+                # skip fragments too short to stand as a quote, and the headline: it names the story,
+                # it does not answer a question about it
+                if len(normalize(text)) >= 12 and normalize(text) != title:
                     candidates.append(_Candidate(hit, hit.start + s, hit.start + e, text))
                     bonus.append(PASSAGE_WEIGHT * (len(hits) - position) / len(hits))
         if not candidates:
             return []
-        texts = [c.text for c in candidates]
+        texts = [_content(c.text) for c in candidates]
         readings = [question] if follow_up is None or follow_up == question else [follow_up, question]
         standings = [self.relevance(q, texts) for q in readings]
         if max(float(z.max()) for z in standings) < MIN_NULL_Z:
@@ -110,6 +114,15 @@ class Extractor:
             article_rank.setdefault(hit.article_id, position)
         chosen.sort(key=lambda c: (article_rank[c.hit.article_id], c.start))
         return chosen
+
+
+_DATELINE = re.compile(r"^\s*\([^()]{3,120}\)\s*")
+
+
+def _content(sentence: str) -> str:
+    """What a sentence is scored on: without a leading dateline such as "(Reuters - 28 September 2020)",
+    which says nothing about the question but weighs on a short sentence's vector. The quote stays whole."""
+    return _DATELINE.sub("", sentence) or sentence
 
 
 def _close_to_best(standing: np.ndarray, bonus: np.ndarray) -> list[int]:
