@@ -54,12 +54,18 @@ def _print_json(data) -> None:
 
 
 def _index(settings: Settings):
+    from index.embedding import prewarm
+
+    prewarm(settings)  # load the model while chromadb and llama-index are imported
     from index.service import Index
 
     return Index(settings)
 
 
 def _engine(settings: Settings):
+    from index.embedding import prewarm
+
+    prewarm(settings)
     from .engine import Engine
 
     return Engine(settings)

@@ -6,13 +6,15 @@
   384-d, separate query/passage encoding. Absent elsewhere: newsdesk then runs on stage 1 alone.
 - ``openai:<model>`` (``NEWSDESK_EMBEDDER=openai``): OpenAI embeddings through the one client factory.
 
-Each model is loaded once per process and shared; calls are serialised by a lock because the encoders are
+``index.llama_embedding`` wraps any of them as a llama-index embedding. Each model is loaded once per process
+and shared; calls are serialised by a lock because the encoders are
 not documented as thread-safe.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -20,11 +22,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from llama_index.core.base.embeddings.base import BaseEmbedding
-from pydantic import PrivateAttr
 
 from .errors import EmbeddingError
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 _MODELS: dict[str, Any] = {}
 _MODELS_LOCK = threading.Lock()
@@ -51,17 +53,19 @@ class Embedder:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
-    def passages(self, texts: Sequence[str]) -> np.ndarray:
+    def passages(self, texts: Sequence[str], bulk: bool = False) -> np.ndarray:
+        """Encode passages. ``bulk`` (indexing): all threads, no cache. Otherwise (query time: a question's
+        candidate sentences) a small LRU cache, and small batches run on one thread."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         texts = list(texts)
-        if len(texts) > self.CACHE_BATCH:
+        if bulk or len(texts) > self.CACHE_BATCH:
             with self._lock:
-                return _normalise(self._passages(texts))
+                return _normalise(self._passages(texts, bulk=True))
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
             if missing:
-                for text, vector in zip(missing, _normalise(self._passages(missing))):
+                for text, vector in zip(missing, _normalise(self._passages(missing, bulk=False))):
                     self._cache[text] = vector
             for text in texts:
                 self._cache.move_to_end(text)
@@ -76,11 +80,11 @@ class Embedder:
         with self._lock:
             return _normalise(self._queries(list(texts)))
 
-    def _passages(self, texts: list[str]) -> np.ndarray:
+    def _passages(self, texts: list[str], bulk: bool) -> np.ndarray:
         raise NotImplementedError
 
     def _queries(self, texts: list[str]) -> np.ndarray:
-        return self._passages(texts)
+        return self._passages(texts, bulk=False)
 
 
 class UseEmbedder(Embedder):
@@ -97,11 +101,10 @@ class UseEmbedder(Embedder):
                 _MODELS["use"] = USE(threads=threads)
         self._model = _MODELS["use"]
 
-    def _passages(self, texts: list[str]) -> np.ndarray:
-        # Small (query-time) batches run on one BLAS thread: two threads gain nothing on a handful of
-        # sentences and fight the other model's threads for the cores (measured: ~190 ms -> a few ms).
-        backend = self._model._model
-        backend.threads = 1 if len(texts) <= self.CACHE_BATCH else self.threads
+    def _passages(self, texts: list[str], bulk: bool) -> np.ndarray:
+        # Query-time calls run on one BLAS thread: two threads gain nothing on a handful of sentences and
+        # fight the other model's threads for the cores (measured: ~190 ms -> a few ms per call).
+        self._model._model.threads = self.threads if bulk else 1
         return self._model.encode(texts)
 
 
@@ -127,7 +130,7 @@ class E5Embedder(Embedder):
                 _MODELS["e5"] = E5(num_threads=threads)
         self._model = _MODELS["e5"]
 
-    def _passages(self, texts: list[str]) -> np.ndarray:
+    def _passages(self, texts: list[str], bulk: bool) -> np.ndarray:
         return self._model.passage(texts)
 
     def _queries(self, texts: list[str]) -> np.ndarray:
@@ -144,7 +147,7 @@ class OpenAIEmbedder(Embedder):
         self.name = f"openai:{self._model}"
         self.dim = {"text-embedding-3-large": 3072}.get(self._model, 1536)
 
-    def _passages(self, texts: list[str]) -> np.ndarray:
+    def _passages(self, texts: list[str], bulk: bool) -> np.ndarray:
         import openai
 
         try:
@@ -169,27 +172,17 @@ def stage2_embedder(settings: Settings) -> Embedder | None:
     return E5Embedder(threads=settings.embed_threads)
 
 
-class LlamaEmbedding(BaseEmbedding):
-    """Our embedder as a llama-index embedding (batched), so llama-index components can use it."""
+def prewarm(settings: Settings) -> threading.Thread:
+    """Load the stage-1 model in a background thread, so that it overlaps with importing and opening the
+    store (chromadb and llama-index take about as long to import as the model takes to load)."""
 
-    _embedder: Embedder = PrivateAttr()
+    def warm() -> None:
+        try:
+            if settings.embedder == "local":
+                UseEmbedder(threads=settings.embed_threads).passages(["warm up"])
+        except Exception:  # noqa: BLE001 - only a warm-up: the real call reports any error
+            log.debug("warm-up of the embedder failed", exc_info=True)
 
-    def __init__(self, embedder: Embedder, batch_size: int = 32, **kwargs: Any) -> None:
-        super().__init__(model_name=embedder.name, embed_batch_size=batch_size, **kwargs)
-        self._embedder = embedder
-
-    @property
-    def embedder(self) -> Embedder:
-        return self._embedder
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._embedder.queries([query])[0].tolist()
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._embedder.passages([text])[0].tolist()
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._embedder.passages(texts).tolist()
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
+    thread = threading.Thread(target=warm, name="embedder-warm-up", daemon=True)
+    thread.start()
+    return thread

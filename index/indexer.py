@@ -17,6 +17,7 @@ import numpy as np
 
 from .chunking import chunk_article
 from .embedding import Embedder
+from .llama_embedding import LlamaEmbedding
 from . import loaders
 from .progress import Progress
 from .settings import Settings
@@ -65,12 +66,14 @@ def write_stage1(store: Store, embedder: Embedder, todo: list[_Pending], report:
     """Embed the passages of ``todo`` in batches across articles; after each batch, write the articles that
     are now complete (all their passages have vectors) together, in order."""
     queue = [(p, c) for p in todo for c in p.chunks]
+    llama = LlamaEmbedding(embedder, batch_size=batch)
     bar = Progress("indexing", len(queue), show_progress)
     done_articles = 0
     try:
         for i in range(0, len(queue), batch):
             part = queue[i:i + batch]
-            vectors = embedder.passages([embed_text(p.article.title, c.text) for p, c in part])
+            vectors = np.asarray(llama.get_text_embedding_batch([embed_text(p.article.title, c.text)
+                                                                  for p, c in part]), dtype=np.float32)
             for (pending, _), vector in zip(part, vectors):
                 pending.vectors.append(vector)
             complete = done_articles
@@ -131,7 +134,8 @@ def fill_accurate(store: Store, embedder: Embedder, batch: int = 16, show_progre
                 break
             passages = list(store.get_passages(pending[i:i + batch]).values())
             if passages:
-                vectors = embedder.passages([embed_text(titles.get(p.article_id), p.text) for p in passages])
+                vectors = embedder.passages([embed_text(titles.get(p.article_id), p.text) for p in passages],
+                                            bulk=True)
                 store.add_accurate(passages, vectors, embedder.name)
             done += len(passages)
             bar.advance(len(pending[i:i + batch]))

@@ -192,6 +192,7 @@ def kill_when_partial(args: list[str], home: Path, is_partial, tries: int = 3, g
                 proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
         if seen is not None and proc.returncode == -signal.SIGKILL:
+            print(f"killed on attempt {attempt + 1} at {seen}")
             return seen
         if grow is None or attempt == tries - 1:
             break
