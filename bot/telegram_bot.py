@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 TYPING_EVERY = 4.0  # seconds; Telegram shows "typing…" for about 5 s
 FILL_EVERY = 30.0  # seconds between checks for passages still missing accurate vectors
+FILL_BATCH = 4  # passages per e5 call in the background: a question waits for at most one such call
 MAX_RETRY_WAIT = 60.0  # flood control: longer waits are not worth holding a handler for
 ANSWERS_PER_CHAT = 50  # answers whose source buttons still work, per chat
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
@@ -240,7 +241,8 @@ class NewsdeskBot:
         while not self._stopping.is_set():
             try:
                 while not self._stopping.is_set() and await asyncio.to_thread(
-                        self.index.fill_accurate, limit=32, should_stop=self._stopping.is_set) > 0:
+                        self.index.fill_accurate, limit=32, should_stop=self._stopping.is_set,
+                        batch=FILL_BATCH) > 0:
                     pass
             except NewsdeskError as exc:
                 log.warning("accurate vectors: %s", exc)

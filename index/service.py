@@ -53,12 +53,12 @@ class Index:
         return report
 
     def fill_accurate(self, show_progress: bool | None = None, limit: int | None = None,
-                      should_stop=None) -> int:
+                      should_stop=None, batch: int = 16) -> int:
         embedder = self.accurate
         if embedder is None:
             return 0
         with self._write_lock:
-            return fill_accurate(self.store, embedder, show_progress=show_progress, limit=limit,
+            return fill_accurate(self.store, embedder, batch=batch, show_progress=show_progress, limit=limit,
                                  should_stop=should_stop)
 
     def search(self, query: str, k: int = 5) -> list[Hit]:

@@ -579,3 +579,23 @@ async def test_latency_printout(example_home, tg, capsys):
               f"p95 {_percentile(many, 95):.2f} s")
     assert len(single) == BENCH_ROUNDS * 5 and len(many) == BENCH_ROUNDS * 10
 
+
+
+async def test_bot_fills_in_accurate_vectors_while_answering(tmp_path, tg):
+    """Stage 2 in the running bot: an index built with `--fast` gets its accurate vectors in the background,
+    and questions are answered meanwhile."""
+    from tests.conftest import EXAMPLE_DIR, run_cli
+
+    home = tmp_path / "home"
+    run_cli("index", str(EXAMPLE_DIR), "--fast", home=home, check=True)
+    settings = bot_settings(home, tg)
+    engine = Engine(settings)
+    stats = engine.index.stats()
+    assert stats["accurate"]["passages"] == 0 and stats["accurate"]["pending"] == stats["chunks"] > 0
+    async with running(settings, engine):
+        first = await ask(tg, 100, "What weapons did each side allege?")
+        assert "[1]" in plain(first["text"]) and quotes(first)
+        await until(lambda: engine.index.store.count("accurate") == stats["chunks"], timeout=120)
+        second = await ask(tg, 100, "Where did Stepanyan publish her statement?")
+        assert quotes(second)
+    assert engine.index.stats()["accurate"]["pending"] == 0
