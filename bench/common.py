@@ -188,10 +188,11 @@ def machine_note(info: dict, load_end: float | None = None) -> str:
             parts.append(f"1-minute load average at the start: {info['load_at_start']} "
                          f"(below {info['threshold']}: a quiet machine).")
         else:
+            waited = ("--no-wait: did not wait for it to drop" if info.get("skipped_wait") else
+                      f"waited {info['waited_s'] // 60} min for it to drop")
             parts.append(f"**The machine was loaded**: 1-minute load average {info['load_at_start']} at the "
-                         f"start (other work was running; waited {info['waited_s'] // 60} min for it to drop "
-                         f"below {info['threshold']}). Absolute times are pessimistic; ratios of alternating "
-                         "runs are less affected.")
+                         f"start (other work was running; {waited} below {info['threshold']}). Absolute "
+                         "times are pessimistic; ratios of alternating runs are less affected.")
     if load_end is not None:
         parts.append(f"Load average at the end: {load_end:.2f}.")
     return " ".join(parts)
