@@ -50,6 +50,7 @@ class Searcher:
         self._lexical_key: tuple | None = None
         self._registry: dict[str, dict] = {}
         self._built_at = 0.0
+        self._fingerprint: list = []
         self._lock = threading.Lock()
 
     # The lexical index and the article registry are cached and rebuilt when the store changed: after our own
@@ -61,12 +62,20 @@ class Searcher:
     def refresh(self) -> None:
         key = (self.store.count(), self.store.count("articles"))
         with self._lock:
-            if key == self._lexical_key and time.monotonic() - self._built_at < REFRESH_SECONDS:
+            fresh = time.monotonic() - self._built_at < REFRESH_SECONDS
+            if key == self._lexical_key and fresh:
                 return
         registry = self.store.articles()
+        fingerprint = sorted((k, v.get("hash")) for k, v in registry.items())
+        with self._lock:
+            if key == self._lexical_key and fingerprint == self._fingerprint:
+                # same counts and same content hashes: another process changed nothing; keep the lexical index
+                self._built_at = time.monotonic()
+                return
         lexical = BM25().build((p.chunk_id, p.text) for p, _ in self.store.iter_passages())
         with self._lock:
             self._lexical, self._lexical_key, self._registry = lexical, key, registry
+            self._fingerprint = fingerprint
             self._built_at = time.monotonic()
 
     def registry(self) -> dict[str, dict]:
