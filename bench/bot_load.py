@@ -71,9 +71,11 @@ class Load:
         self.problems: list[str] = []
 
     def _question(self) -> str:
+        """The seed questions in turn, each asked text unique ("Question 17: …"): the engine remembers the
+        vectors of recent questions, and a benchmark of repeated texts would measure that cache."""
         q = self.questions[self.asked % len(self.questions)]
         self.asked += 1
-        return q
+        return f"Question {self.asked}: {q}"
 
     def burst(self, n: int) -> list[float]:
         """``n`` new chats ask at once; returns the seconds from each question to its final reply."""
@@ -133,13 +135,14 @@ def run(args, home: Path, scratch: Path) -> dict:
     with FakeTelegram() as tg:
         env = clean_env(home, TELEGRAM_BOT_TOKEN=tg.token, TELEGRAM_API_BASE_URL=tg.base_url,
                         NEWSDESK_LOG_LEVEL="WARNING")
+        bot_log = scratch / "bot.log"  # a file, not a pipe: a pipe nobody reads would block a chatty bot
         proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "bot"], env=env, cwd=scratch,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.DEVNULL, stderr=bot_log.open("w"), text=True)
         load = Load(tg, seed_questions(), args.timeout)
         try:
             tg.wait(lambda: tg.calls_of("setMyCommands") or proc.poll() is not None, timeout=120)
             if proc.poll() is not None:
-                raise SystemExit(f"the bot exited ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+                raise SystemExit(f"the bot exited ({proc.returncode}): {bot_log.read_text()[-2000:]}")
             started = time.monotonic()
             load.burst(1)  # warm-up: the models are loaded (not counted)
             log(f"bot up; warm-up answer in {time.monotonic() - started:.1f} s")
@@ -156,6 +159,8 @@ def run(args, home: Path, scratch: Path) -> dict:
             rss = rss_mb(proc.pid)
             cpu = _cpu(proc.pid) - cpu0
             load.check_strays()
+            errors = [line for line in bot_log.read_text().splitlines() if " ERROR " in line]
+            load.problems.extend(f"bot log: {line}" for line in errors[:20])
         finally:
             proc.terminate()
             try:

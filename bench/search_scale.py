@@ -1,8 +1,7 @@
 """Search latency and memory vs corpus size, embedded Chroma vs a `chroma run` server, side by side.
 
-    python bench/search_scale.py                        # 1k, 10k passages, both store modes, 3 runs (~15 min)
-    python bench/search_scale.py --sizes 1000,10000,100000          # + 100k, 1 run per mode (~40 min)
-    python bench/search_scale.py --sizes 1000,10000,100000,1000000  # + 1M (hours with the current code)
+    python bench/search_scale.py                        # 1k, 10k, 100k passages, both store modes (~15 min)
+    python bench/search_scale.py --sizes 1000,10000,100000,1000000  # + 1M (about an hour: filling the store)
     python bench/search_scale.py --sizes 50 --quick     # smoke test (seconds)
 
 What it does:
@@ -16,13 +15,15 @@ What it does:
    stage-2 vectors are the base paragraph's real vectors plus Gaussian noise of norm ``--noise`` (default 0.5,
    cosine ≈ 0.89 to the base vector), re-normalised. The same scheme at every size: up to 10k the texts are
    real paragraphs with (nearly) their real vectors; beyond, the store is filled with synthetic vectors near
-   the real ones. Every passage has a stage-2 vector, so the fused path (USE + e5 + BM25 + sentence re-rank)
-   is what is measured.
+   the real ones. Every passage has a stage-2 vector, so the fused path (USE + e5 + BM25) is what is
+   measured (the sentence re-rank runs only without stage-2 vectors).
 3. Measures search in a FRESH process per run (as a bot or CLI opening an existing index): ``Index(settings)``
    then ``Index.search(q, 5)`` for ``--questions`` real English XQuAD questions (query embedding included),
-   after one warm-up search (reported separately as "first search": it loads e5 and builds BM25). The
-   embedders' sentence caches are cleared before every question: the synthetic corpus repeats the base
-   sentences, which would otherwise be cache hits that a corpus of distinct articles would not give.
+   after one warm-up search (reported separately as "first search": it loads e5 and loads the saved lexical
+   index, or builds it when there is none or brings it up to date when the store changed since it was saved:
+   the first run after filling the store to a new size does that). The embedders' caches are cleared before
+   every question: the synthetic corpus repeats the base sentences, which would otherwise be cache hits that
+   a corpus of distinct articles would not give.
    Runs alternate embedded / server (a fresh ``chroma run --path`` on the same files for each server run).
 4. Memory: RSS (psutil) of the search process after the questions, and its peak; in server mode, of the
    client process and the ``chroma run`` process separately.
@@ -30,9 +31,7 @@ What it does:
 The report has p50/p95 (medians over runs), the memory table, and where the time goes (per-question means of
 each step, measured by wrapping the Index's methods).
 
-Why 100k is not in the default sizes: with the current index code every fresh process spends 6-8 minutes
-building the in-memory BM25 index at 100k before its first answer (pure-Python Snowball stemming), so one run
-per store mode at 100k alone takes ~25 minutes on 2 cores. The default (1k, 10k) fits in 20 minutes.
+1M is not in the default sizes because filling the store takes about 40 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -84,13 +83,14 @@ K = 5
 STEPS = [  # (label, what it covers), in the order of the breakdown table
     ("query embedding (USE)", "stage-1 query vector"),
     ("query embedding (e5)", "stage-2 query vector"),
-    ("Chroma: USE top-50", "HNSW query + documents/metadata of 50 passages"),
-    ("Chroma: e5 top-50", "HNSW query on the accurate collection"),
-    ("Chroma: fetch missing", "vectors/passages of candidates one ranker did not return"),
-    ("Chroma: counts and checks", "count() ×3 and the embedder check, every search"),
-    ("BM25 scoring", "in-memory lexical scores over all postings of the query terms"),
-    ("sentence re-rank", "USE on the sentences of the top 5 passages"),
-    ("BM25 rebuild + registry reload", "Searcher.refresh after a change or every 60 s"),
+    ("Chroma: USE top-50", "HNSW query, ids and distances"),
+    ("Chroma: e5 top-50", "HNSW query on the accurate collection, ids and distances"),
+    ("Chroma: fetch missing vectors", "stored vectors of candidates one ranker did not return"),
+    ("Chroma: texts and titles", "texts of the passages returned, their articles' titles"),
+    ("Chroma: checks", "the embedder check; every 2 s the generation token and whether stage 2 exists"),
+    ("BM25 scoring", "in-memory lexical top-50 over the postings of the query terms"),
+    ("sentence re-rank", "USE on the sentences of the top 3 passages (only without stage 2)"),
+    ("lexical index update", "Searcher.sync: only when the articles changed"),
     ("fusion and other Python", "the rest of Searcher.rank/search"),
 ]
 
@@ -202,10 +202,16 @@ def measure(home: Path, questions: list[str], warmup: str) -> dict:
     from index.service import Index
     from index.settings import Settings
 
-    index = Index(Settings.load(env_file=None))  # NEWSDESK_HOME / CHROMA_HOST come from the environment
+    settings = Settings.load(env_file=None)  # NEWSDESK_HOME / CHROMA_HOST come from the environment
+    saved = lexical.BM25.load(settings.lexical_path)
+    index = Index(settings)
     cold = {"open_s": time.perf_counter() - started, "rss_open_mb": _rss_mb()}
+    generation = index.store.generation()
+    cold["lexical"] = ("built" if saved is None or saved.tag.split(":")[0] != generation.split(":")[0]
+                       else "loaded" if saved.tag == generation else "updated")
+    del saved
     # the cold start, step by step: model weights, then the vector indexes, then the first search (which
-    # builds BM25 and reads the article registry)
+    # loads, updates or builds the lexical index)
     t = time.perf_counter()
     qvec = index.embedder.queries([warmup])[0]
     avec = index.accurate.queries([warmup])[0] if index.accurate is not None else None
@@ -241,14 +247,15 @@ def measure(home: Path, questions: list[str], warmup: str) -> dict:
         wrap(index.accurate, "queries", "query embedding (e5)")
     wrap(store, "query_passages", "Chroma: USE top-50")
     wrap(store, "query_accurate", "Chroma: e5 top-50")
-    for name in ("get_accurate_vectors", "get_passage_vectors", "get_passages"):
-        wrap(store, name, "Chroma: fetch missing")
-    for name in ("count", "check_embedder"):
-        wrap(store, name, "Chroma: counts and checks")
+    for name in ("get_accurate_vectors", "get_passage_vectors"):
+        wrap(store, name, "Chroma: fetch missing vectors")
+    for name in ("get_passages", "article_meta"):
+        wrap(store, name, "Chroma: texts and titles")
+    for name in ("generation", "has_accurate", "check_embedder"):
+        wrap(store, name, "Chroma: checks")
     wrap(searcher, "_rerank_by_sentence", "sentence re-rank")
-    wrap(lexical.BM25, "scores", "BM25 scoring")
-    wrap(lexical.BM25, "build", "BM25 rebuild + registry reload")
-    wrap(store, "articles", "BM25 rebuild + registry reload")
+    wrap(lexical.BM25, "top", "BM25 scoring")
+    wrap(searcher, "sync", "lexical index update")
 
     embedders = [e for e in (index.embedder, index.accurate) if e is not None]
     latencies = []
@@ -263,7 +270,7 @@ def measure(home: Path, questions: list[str], warmup: str) -> dict:
     breakdown[STEPS[-1][0]] = max(total / len(questions) - sum(breakdown.values()), 0.0)
     return {"passages": store.count(), "accurate": store.count("accurate"), **cold,
             "latencies_ms": latencies, "breakdown_ms": breakdown,
-            "rebuilds": calls.get("BM25 rebuild + registry reload", 0) // 2, "rss_end_mb": _rss_mb(),
+            "rebuilds": calls.get("lexical index update", 0), "rss_end_mb": _rss_mb(),
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -357,14 +364,14 @@ def report(results: dict, sizes: list[int], modes: list[str], builds: dict, args
     cold_rows = []
     for s in sizes:
         for m in modes:
-            c = results[s][m]
-            total = c["open_s"] + c["models_s"] + c["chroma_s"] + c["first_search_s"]
-            steps_mb = ("rss_open_mb", "rss_models_mb", "rss_chroma_mb", "rss_first_mb", "client_rss_mb")
-            cold_rows.append([_size_label(s), m, fmt(c["open_s"], 1), fmt(c["models_s"], 1),
-                              fmt(c["chroma_s"], 1), fmt(c["first_search_s"], 1), f"**{fmt(total, 1)}**",
-                              " / ".join(fmt(c[k], 0) for k in steps_mb)])
-    cold = markdown_table(["passages", "mode", "open (imports, store), s", "model weights, s",
-                           "vector indexes, s", "first search (BM25 + registry), s", "first answer after, s",
+            for n, c in enumerate(results[s][m]["raw"], start=1):
+                total = c["open_s"] + c["models_s"] + c["chroma_s"] + c["first_search_s"]
+                steps_mb = ("rss_open_mb", "rss_models_mb", "rss_chroma_mb", "rss_first_mb", "rss_end_mb")
+                cold_rows.append([_size_label(s), m, str(n), c.get("lexical", "?"), fmt(c["open_s"], 1),
+                                  fmt(c["models_s"], 1), fmt(c["chroma_s"], 1), fmt(c["first_search_s"], 1),
+                                  f"**{fmt(total, 1)}**", " / ".join(fmt(c[k], 0) for k in steps_mb)])
+    cold = markdown_table(["passages", "mode", "run", "saved lexical index", "open (imports, store), s",
+                           "model weights, s", "vector indexes, s", "first search, s", "first answer after, s",
                            "RSS after each step + after the questions, MB"], cold_rows)
 
     mem_rows = []
@@ -429,8 +436,8 @@ def report(results: dict, sizes: list[int], modes: list[str], builds: dict, args
                   + ", ".join(f"{k} (≈{v['at_1m']:.0f} ms, slope {v['slope']:.2f})" for k, v in top)
                   + f". Embedded process memory grows ≈ {extra['mb_per_1k_passages']:.1f} MB per 1k "
                   "passages, "
-                  f"so ≈ **{extra['client_rss_mb_1m'] / 1024:.1f} GB** at 1M (both HNSW indexes, the BM25 "
-                  "postings and the article registry live in the process). Building it takes "
+                  f"so ≈ **{extra['client_rss_mb_1m'] / 1024:.1f} GB** at 1M (both HNSW indexes and the BM25 "
+                  "postings live in the process). Building it takes "
                   + (f"≈ {builds[b]['seconds'] / (b - a) * 900_000 / 60:.0f} min more at the measured write "
                      "rate. " if b in builds and b > a else "long. ")
                   + "Run `--sizes 1000,10000,100000,1000000` to measure it.\n")
@@ -441,9 +448,8 @@ def report(results: dict, sizes: list[int], modes: list[str], builds: dict, args
     md = f"""# Search latency and memory vs corpus size
 
 Command: `{command_line()}` ({args.runs} alternating run(s) per size and store mode up to 10k,
-{args.large_runs} above: each fresh process first spends minutes building BM25 there; {args.questions} real
-English XQuAD questions per run, k = {K}; medians over runs; about {info.get('total_minutes', '?')} min in
-all).
+{args.large_runs} above; {args.questions} real English XQuAD questions per run, k = {K}; medians over runs;
+about {info.get('total_minutes', '?')} min in all).
 
 {machine_note(info, load_end)}
 
@@ -453,12 +459,15 @@ sentence with the number *n*, five to an article, written through `Store.write_a
 vectors (encoded once, title as context) plus Gaussian noise of norm {args.noise} (cosine ≈
 {1 / math.sqrt(1 + args.noise ** 2):.2f} to the base), re-normalised: real texts and near-real vectors up to
 10k, the same scheme (synthetic vectors near the real ones) beyond. Every passage has both vectors, so the
-full fused path is measured. Queries are real and embedded on every search; the sentence caches are cleared
-before each.
+full fused path is measured. Queries are real and embedded on every search; the embedders' caches are
+cleared before each.
 
 **Process.** Each run is a fresh process that opens the existing index (`Index(settings)`), does one warm-up
-search ("first search": loads e5, builds BM25 and the article registry), then the timed questions. Server mode
-runs a fresh `chroma run --path` on the same files for each run; its RSS is reported separately.
+search ("first search": loads e5 and the lexical index saved next to the store; the first run after the store
+grew to a new size finds the saved index stale and brings it up to date, tokenising the new articles), then
+the timed questions. Server mode runs a fresh `chroma run --path` on the same files for each run; its RSS is
+reported separately. The steps of a search overlap (the e5 encoding and its HNSW query run on a second thread
+while the USE and BM25 rankers run), so the step times below add up to more than the latency.
 
 ## Latency of `Index.search` (query embedding included)
 
@@ -474,9 +483,10 @@ runs a fresh `chroma run --path` on the same files for each run; its RSS is repo
 
 {cold}
 
-The RSS column reads: after `Index(settings)` / + both models' weights / + the first vector queries (Chroma
-loads the HNSW indexes; in server mode that happens in the server) / + the first search (BM25 over every
-passage and the article registry, built in the process) / after the timed questions.
+"Saved lexical index": *loaded* (up to date), *updated* (stale: the articles added since were tokenised and
+the index saved again) or *built* (none). The RSS column reads: after `Index(settings)` / + both models'
+weights / + the first vector queries (Chroma loads the HNSW indexes; in server mode that happens in the
+server) / + the first search (the lexical index) / after the timed questions.
 
 ## Goals
 
@@ -534,13 +544,13 @@ Per step, embedded, by size:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000",
-                        help="comma-separated passage counts (default 1000,10000; 100000 and 1000000 take "
-                             "long: see the module docstring)")
+    parser.add_argument("--sizes", default="1000,10000,100000",
+                        help="comma-separated passage counts (default 1000,10000,100000; 1000000 takes about an "
+                             "hour: see the module docstring)")
     parser.add_argument("--modes", default="embedded,server", help="embedded, server or both")
     parser.add_argument("--runs", type=int, default=3, help="fresh-process runs per size and mode")
     parser.add_argument("--large-runs", type=int, default=1,
-                        help="runs per mode for sizes above 10k (each fresh process rebuilds BM25 first)")
+                        help="runs per mode for sizes above 10k")
     parser.add_argument("--questions", type=int, default=120,
                         help="timed questions per run (≥100 for the report)")
     parser.add_argument("--noise", type=float, default=0.5,

@@ -8,6 +8,8 @@ lacks one; resumable, since "pending" is simply "has no accurate vector yet".
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,30 +63,73 @@ def plan(articles: Sequence[Article], registry: dict[str, dict], report: IndexRe
     return todo
 
 
+WRITE_EVERY = 256  # passages per store write: each write has a fixed cost (several Chroma calls)
+
+
 def write_stage1(store: Store, embedder: Embedder, todo: list[_Pending], report: IndexReport,
                  batch: int = 32, show_progress: bool | None = None) -> None:
-    """Embed the passages of ``todo`` in batches across articles; after each batch, write the articles that
-    are now complete (all their passages have vectors) together, in order."""
-    queue = [(p, c) for p in todo for c in p.chunks]
+    """Embed the passages of ``todo`` in batches across articles. Articles whose passages all have vectors
+    are handed to a writer thread, about WRITE_EVERY passages at a time and in order, so that writing to the
+    store overlaps with encoding the next batches. A failed write stops the encoding and is raised here."""
+    work = [(p, c) for p in todo for c in p.chunks]
     llama = LlamaEmbedding(embedder, batch_size=batch)
-    bar = Progress("indexing", len(queue), show_progress)
-    done_articles = 0
+    bar = Progress("indexing", len(work), show_progress)
+    writer = _Writer(store, embedder, report)
+    done_articles = ready = 0
     try:
-        for i in range(0, len(queue), batch):
-            part = queue[i:i + batch]
+        for i in range(0, len(work), batch):
+            writer.check()
+            part = work[i:i + batch]
             vectors = np.asarray(llama.get_text_embedding_batch([embed_text(p.article.title, c.text)
                                                                   for p, c in part]), dtype=np.float32)
             for (pending, _), vector in zip(part, vectors):
                 pending.vectors.append(vector)
-            complete = done_articles
+            complete = ready
             while complete < len(todo) and len(todo[complete].vectors) == len(todo[complete].chunks):
                 complete += 1
-            _write(store, embedder, todo[done_articles:complete], report)
-            done_articles = complete
+            ready = complete
+            if sum(len(p.chunks) for p in todo[done_articles:ready]) >= WRITE_EVERY:
+                writer.put(todo[done_articles:ready])
+                done_articles = ready
             bar.advance(len(part))
-        _write(store, embedder, todo[done_articles:], report)  # articles with no passages at all
+        writer.put(todo[done_articles:])  # the rest, and articles with no passages at all
     finally:
+        writer.close()
         bar.close()
+
+
+class _Writer:
+    """One background thread that writes groups of articles in the order they are given."""
+
+    def __init__(self, store: Store, embedder: Embedder, report: IndexReport) -> None:
+        self.store, self.embedder, self.report = store, embedder, report
+        self._queue: queue.Queue = queue.Queue(maxsize=2)  # bounded: encoding can't run far ahead of writing
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (group := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    _write(self.store, self.embedder, group, self.report)
+                except BaseException as exc:  # noqa: BLE001 - handed to the encoding thread
+                    self._error = exc
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, group: Sequence[_Pending]) -> None:
+        self.check()
+        if group:
+            self._queue.put(list(group))
+
+    def close(self) -> None:
+        """Wait for the writes handed over so far; raise the first error."""
+        self._queue.put(None)
+        self._thread.join()
+        self.check()
 
 
 def _write(store: Store, embedder: Embedder, group: Sequence[_Pending], report: IndexReport) -> None:

@@ -1,31 +1,44 @@
-"""A small in-memory BM25 index over the passages, with Snowball stemming for Arabic and English.
+"""BM25 over the passages, with Snowball stemming for Arabic and English.
 
 Lexical matching is strong when the question and the article share a language and useless across
 languages, so the searcher only weighs it in when they do (see ``script_of``).
+
+The index is kept per article: it remembers the content hash of every article it holds, so bringing it up to
+date after a change re-tokenises only the articles that were added or changed (``BM25.updated``), and it is
+saved next to the store (``save``/``load``) so that a new process starts from it instead of re-reading and
+re-tokenising every passage. Postings are flat numpy arrays (compressed sparse rows), about 25 bytes per
+(passage, distinct term) pair: ~170 MB at 100k passages of news text.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
-from collections import Counter, defaultdict
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
-import snowballstemmer
+import snowballstemmer  # uses the C stemmers of PyStemmer when it is installed (a dependency)
 
 from .textnorm import normalize
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 _ARABIC = re.compile(r"[\u0600-\u06ff]")
 _STEMMERS = {"ar": snowballstemmer.stemmer("arabic"), "en": snowballstemmer.stemmer("english")}
+_STEM_LOCK = threading.Lock()  # stemmer objects keep state between calls: one caller at a time
+_STEMS: dict[str, str] = {}  # token -> stem; the vocabulary is far smaller than the token count
+_STEMS_MAX = 2_000_000
 _STOP = {
-    "the", "a", "an", "of", "in", "on", "at", "to", "and", "or", "is", "are", "was", "were", "be", "by", "for",
-    "with", "as", "that", "this", "it", "its", "from", "what", "which", "who", "whom", "when", "where", "why",
-    "how", "did", "do", "does", "many", "much", "there", "their", "his", "her", "they", "he", "she",
+    "the", "a", "an", "of", "in", "on", "at", "to", "and", "or", "is", "are", "was", "were", "be", "by",
+    "for", "with", "as", "that", "this", "it", "its", "from", "what", "which", "who", "whom", "when", "where",
+    "why", "how", "did", "do", "does", "many", "much", "there", "their", "his", "her", "they", "he", "she",
     "في", "من", "على", "الى", "إلى", "عن", "ما", "ماذا", "هل", "كم", "التي", "الذي", "هو", "هي", "و", "او",
     "أو", "ان", "أن", "إن", "كان", "كانت", "مع", "هذا", "هذه", "ذلك", "تلك",
 }
+FORMAT = 2  # bump when tokenising or the file layout changes: older files are then ignored
 
 
 def script_of(text: str) -> str:
@@ -37,67 +50,203 @@ def script_of(text: str) -> str:
     return "ar" if arabic * 2 >= len(letters) else "latin"
 
 
+def _stem(token: str) -> str:
+    stem = _STEMS.get(token)
+    if stem is None:
+        with _STEM_LOCK:
+            stem = _STEMMERS["ar" if _ARABIC.match(token) else "en"].stemWord(token)
+        if len(_STEMS) < _STEMS_MAX:
+            _STEMS[token] = stem
+    return stem
+
+
 def tokenize(text: str) -> list[str]:
-    out = []
-    for tok in _TOKEN.findall(normalize(text).lower()):
-        if tok in _STOP:
-            continue
-        stemmer = _STEMMERS["ar" if _ARABIC.match(tok) else "en"]
-        out.append(stemmer.stemWord(tok))
-    return out
+    return [_stem(tok) for tok in _TOKEN.findall(normalize(text).lower()) if tok not in _STOP]
+
+
+Doc = tuple[str, str, str]  # (passage id, article id, text)
 
 
 class BM25:
-    """Postings as numpy arrays (term -> document positions and term frequencies): compact enough for a
-    few hundred thousand passages, and scoring is vectorised."""
+    """An immutable BM25 index: ``updated`` returns a new one, so searches can keep using the old one while a
+    new one is built."""
 
     def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
         self.k1, self.b = k1, b
+        self.vocab: dict[str, int] = {}
         self.ids: list[str] = []
-        self.scripts = bytearray()  # 1 = Arabic script, 0 = other
+        self.doc_articles: list[str] = []
+        self.articles: dict[str, str] = {}  # article id -> content hash of what is indexed
+        self.tag = ""  # what the index was built from (the store's generation), for the owner's bookkeeping
+        self._positions: dict[str, int] = {}
+        self._scripts = np.zeros(0, dtype=np.uint8)  # 1 = Arabic script
+        # per passage: its distinct terms and their frequencies (rows of a CSR matrix)
+        self._doc_ptr = np.zeros(1, dtype=np.int64)
+        self._doc_terms = np.zeros(0, dtype=np.int32)
+        self._doc_tfs = np.zeros(0, dtype=np.uint16)
+        # per term: the passages that contain it (the same matrix, transposed)
+        self._term_ptr = np.zeros(1, dtype=np.int64)
+        self._post_docs = np.zeros(0, dtype=np.int32)
+        self._post_tfs = np.zeros(0, dtype=np.float32)
         self._lengths = np.zeros(0, dtype=np.float32)
-        self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def build(self, docs: Iterable[tuple[str, str]]) -> BM25:
-        postings: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        lengths: list[int] = []
-        for doc_id, text in docs:
-            idx = len(self.ids)
-            tokens = tokenize(text)
-            self.ids.append(doc_id)
-            self.scripts.append(script_of(text) == "ar")
-            lengths.append(len(tokens))
-            for term, tf in Counter(tokens).items():
-                postings[term].append((idx, tf))
-        self._lengths = np.asarray(lengths, dtype=np.float32)
-        self._postings = {
-            term: (np.fromiter((i for i, _ in pl), dtype=np.int32, count=len(pl)),
-                   np.fromiter((tf for _, tf in pl), dtype=np.float32, count=len(pl)))
-            for term, pl in postings.items()
-        }
-        return self
+        self._avg = 1.0
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def script(self, idx: int) -> str:
-        return "ar" if self.scripts[idx] else "latin"
+    # -- building ----------------------------------------------------------------------------------------
 
-    def scores(self, query: str) -> dict[int, float]:
-        """BM25 score of every document that shares a term with the query (by position)."""
-        n = len(self.ids)
-        if not n:
-            return {}
-        avg = float(self._lengths.mean()) or 1.0
-        total = np.zeros(n, dtype=np.float32)
-        for term in set(tokenize(query)):
-            posting = self._postings.get(term)
-            if posting is None:
+    def build(self, docs: Iterable[Doc], hashes: dict[str, str] | None = None) -> BM25:
+        """Index ``docs``; ``hashes`` (article id -> content hash) is what ``updated`` compares against."""
+        fresh = BM25(self.k1, self.b)
+        fresh._assemble(self, np.zeros(0, dtype=bool), docs, hashes or {})
+        return fresh
+
+    def updated(self, hashes: dict[str, str], fetch: Callable[[list[str]], Iterable[Doc]]) -> BM25 | None:
+        """A new index for the articles ``hashes`` (article id -> content hash), keeping this index's passages
+        of unchanged articles and reading only the others' through ``fetch(article_ids)``. None when nothing
+        changed."""
+        stale = {a for a, h in self.articles.items() if hashes.get(a) != h}
+        new = [a for a, h in hashes.items() if self.articles.get(a) != h]
+        if not stale and not new:
+            return None
+        keep = np.fromiter((a not in stale for a in self.doc_articles), dtype=bool,
+                           count=len(self.doc_articles))
+        kept_hashes = {a: h for a, h in self.articles.items() if a not in stale}
+        wanted = set(new)
+        fresh = BM25(self.k1, self.b)
+        fresh._assemble(self, keep, (d for d in fetch(new) if d[1] in wanted),
+                        {**kept_hashes, **{a: hashes[a] for a in new}})
+        return fresh
+
+    def _assemble(self, base: BM25, keep: np.ndarray, docs: Iterable[Doc], hashes: dict[str, str]) -> None:
+        vocab = dict(base.vocab)  # terms only ever get added: ids of kept postings stay valid
+        ids = [i for i, k in zip(base.ids, keep) if k]
+        doc_articles = [a for a, k in zip(base.doc_articles, keep) if k]
+        lengths = np.diff(base._doc_ptr)
+        entry_keep = np.repeat(keep, lengths) if len(keep) else np.zeros(0, dtype=bool)
+        terms = [base._doc_terms[entry_keep]]
+        tfs = [base._doc_tfs[entry_keep]]
+        sizes = [lengths[keep]]
+        scripts = [base._scripts[keep]]
+        new_sizes, new_scripts, new_terms, new_tfs = [], [], [], []
+        seen = set(ids)
+        for doc_id, article_id, text in docs:
+            if doc_id in seen:
                 continue
-            idxs, tfs = posting
-            df = len(idxs)
-            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-            denom = tfs + self.k1 * (1 - self.b + self.b * self._lengths[idxs] / avg)
-            total[idxs] += idf * tfs * (self.k1 + 1) / denom
-        hit = np.nonzero(total)[0]
-        return dict(zip(hit.tolist(), total[hit].tolist()))
+            seen.add(doc_id)
+            counts: dict[int, int] = {}
+            for token in tokenize(text):
+                term = vocab.setdefault(token, len(vocab))
+                counts[term] = counts.get(term, 0) + 1
+            ids.append(doc_id)
+            doc_articles.append(article_id)
+            new_sizes.append(len(counts))
+            new_scripts.append(script_of(text) == "ar")
+            new_terms.extend(counts)
+            new_tfs.extend(min(c, 65535) for c in counts.values())
+        terms.append(np.asarray(new_terms, dtype=np.int32))
+        tfs.append(np.asarray(new_tfs, dtype=np.uint16))
+        sizes.append(np.asarray(new_sizes, dtype=np.int64))
+        scripts.append(np.asarray(new_scripts, dtype=np.uint8))
+        self._set(vocab, ids, doc_articles, hashes, np.concatenate(scripts),
+                  np.concatenate([[0], np.cumsum(np.concatenate(sizes))]).astype(np.int64),
+                  np.concatenate(terms), np.concatenate(tfs))
+
+    def _set(self, vocab, ids, doc_articles, hashes, scripts, doc_ptr, doc_terms, doc_tfs) -> None:
+        self.vocab, self.ids, self.doc_articles, self.articles = vocab, ids, doc_articles, hashes
+        self._positions = {doc_id: i for i, doc_id in enumerate(ids)}
+        self._scripts, self._doc_ptr, self._doc_terms, self._doc_tfs = scripts, doc_ptr, doc_terms, doc_tfs
+        n_docs = len(ids)
+        owners = np.repeat(np.arange(n_docs, dtype=np.int32), np.diff(doc_ptr))
+        order = np.argsort(doc_terms, kind="stable")
+        self._post_docs = owners[order]
+        self._post_tfs = doc_tfs[order].astype(np.float32)
+        self._term_ptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(doc_terms, minlength=len(vocab)), out=self._term_ptr[1:])
+        self._lengths = np.zeros(n_docs, dtype=np.float32)
+        np.add.at(self._lengths, owners, doc_tfs.astype(np.float32))
+        self._avg = float(self._lengths.mean()) if n_docs and self._lengths.mean() > 0 else 1.0
+
+    # -- searching ---------------------------------------------------------------------------------------
+
+    def script(self, doc_id: str) -> str | None:
+        """The script of an indexed passage, or None when it is not indexed."""
+        idx = self._positions.get(doc_id)
+        if idx is None:
+            return None
+        return "ar" if self._scripts[idx] else "latin"
+
+    def top(self, query: str, n: int, script: str | None = None) -> list[tuple[str, float]]:
+        """The ``n`` best passages for ``query`` (only those in ``script`` when given), best first."""
+        n_docs = len(self.ids)
+        if not n_docs:
+            return []
+        total = np.zeros(n_docs, dtype=np.float32)
+        for token in set(tokenize(query)):
+            term = self.vocab.get(token)
+            if term is None:
+                continue
+            lo, hi = self._term_ptr[term], self._term_ptr[term + 1]
+            if lo == hi:
+                continue
+            docs, tfs = self._post_docs[lo:hi], self._post_tfs[lo:hi]
+            df = hi - lo
+            idf = math.log(1 + (n_docs - df + 0.5) / (df + 0.5))
+            denom = tfs + self.k1 * (1 - self.b + self.b * self._lengths[docs] / self._avg)
+            total[docs] += idf * tfs * (self.k1 + 1) / denom
+        if script is not None:
+            total[self._scripts != (1 if script == "ar" else 0)] = 0.0
+        hit = np.flatnonzero(total)
+        if len(hit) > n:
+            hit = hit[np.argpartition(-total[hit], n - 1)[:n]]
+        hit = hit[np.argsort(-total[hit], kind="stable")]
+        return [(self.ids[i], float(total[i])) for i in hit]
+
+    # -- persistence -------------------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write atomically (a temporary file renamed over the old one): a reader never sees half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        header = {"format": FORMAT, "k1": self.k1, "b": self.b, "tag": self.tag, "articles": self.articles}
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+                         vocab=_joined(sorted(self.vocab, key=self.vocab.__getitem__)),
+                         ids=_joined(self.ids), doc_articles=_joined(self.doc_articles),
+                         scripts=self._scripts,
+                         doc_ptr=self._doc_ptr, doc_terms=self._doc_terms, doc_tfs=self._doc_tfs)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: Path) -> BM25 | None:
+        """The index saved at ``path``; None when there is none, or it is unreadable or of another format."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                header = json.loads(data["header"].tobytes().decode())
+                if header.get("format") != FORMAT:
+                    return None
+                vocab = _split(data["vocab"])
+                out = cls(header["k1"], header["b"])
+                out.tag = header.get("tag", "")
+                out._set({t: i for i, t in enumerate(vocab)}, _split(data["ids"]),
+                         _split(data["doc_articles"]), dict(header["articles"]), data["scripts"],
+                         data["doc_ptr"], data["doc_terms"], data["doc_tfs"])
+                return out
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+            return None
+
+
+_SEP = "\x00"
+
+
+def _joined(items: list[str]) -> np.ndarray:
+    return np.frombuffer(_SEP.join(items).encode(), dtype=np.uint8)
+
+
+def _split(array: np.ndarray) -> list[str]:
+    text = array.tobytes().decode()
+    return text.split(_SEP) if text else []

@@ -37,7 +37,7 @@ class Index:
     @property
     def searcher(self) -> Searcher:
         if self._searcher is None:
-            self._searcher = Searcher(self.store, self.embedder, self.accurate)
+            self._searcher = Searcher(self.store, self.embedder, self.accurate, self.settings.lexical_path)
         return self._searcher
 
     def index(self, sources: Sequence[str], *, prune: bool = False, rebuild: bool = False,
@@ -47,7 +47,7 @@ class Index:
             report = index_sources(self.settings, self.store, self.embedder, sources, prune_missing=prune,
                                    rebuild=rebuild, show_progress=show_progress)
             if self._searcher is not None:
-                self._searcher.invalidate()
+                self._searcher.sync()  # this process's own change: searchable lexically at once
         if accurate:
             self.fill_accurate(show_progress=show_progress)
         return report

@@ -171,3 +171,11 @@ class Settings:
         if self.chroma_host:
             return f"chroma server http://{self.chroma_host}:{self.chroma_port}"
         return f"embedded chroma at {self.home}"
+
+    @property
+    def lexical_path(self) -> Path:
+        """Where the searcher saves its lexical index (a cache, rebuilt when missing), per store and collection."""
+        import hashlib
+
+        where = hashlib.sha256(self.store_label.encode()).hexdigest()[:10]
+        return self.home / "lexical" / f"{self.collection}-{where}.npz"

@@ -7,7 +7,10 @@ Four collections per index name (``NEWSDESK_COLLECTION``, default ``newsdesk``):
   embedder and dimension that built it.
 - ``<name>-accurate``: stage-2 vectors (e5) for the same passage ids; a passage without one is "pending".
 - ``<name>-articles``: the article registry (title, outlet, date, url, content hash, chunk count, where it
-  came from). Chroma needs a vector per record: these carry a constant 1-d one and are never queried.
+  came from). Chroma needs a vector per record: these carry a constant 1-d one and are never queried. The
+  collection's metadata holds a ``generation`` token, replaced after every change of the articles, so that a
+  reader (the searcher's lexical index, possibly in another process) can tell cheaply whether anything
+  changed.
 
 Writing an article is ordered so that a crash at any point loses nothing already indexed and a re-run repairs
 it: first its registry record is removed, then its old passages and accurate vectors, then the new passages
@@ -17,7 +20,9 @@ missing or whose hash differs is simply indexed again, and deleting by article i
 
 from __future__ import annotations
 
+import inspect
 import logging
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +30,6 @@ import numpy as np  # before chromadb: avoids a circular-import crash when threa
 import chromadb
 from chromadb.config import Settings as ChromaSettings
 from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
-from llama_index.core.vector_stores.types import VectorStoreQuery
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from .errors import EmbedderMismatchError, StoreError
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 
 _COSINE = {"hnsw": {"space": "cosine"}}
 _PAGE = 2000
+_IN_BATCH = 500  # ids per `$in` filter
 
 
 @dataclass
@@ -49,18 +54,35 @@ class StoredPassage:
 
 
 def _wrap(action: str):
-    """Decorator: turn any chromadb/transport failure into a one-line StoreError."""
+    """Decorator: turn any chromadb/transport failure into a one-line StoreError (for generators too)."""
+
+    def translate(self, exc: Exception) -> StoreError:
+        if isinstance(exc, StoreError):
+            return exc
+        if isinstance(exc, (ValueError, TypeError)):
+            return StoreError(f"the index store failed while {action} ({type(exc).__name__})")
+        # chromadb raises many unrelated types (httpx, grpc, sqlite…)
+        return StoreError(f"the index store failed while {action}: is {self.label} reachable?")
 
     def deco(fn):
-        def inner(self, *args, **kwargs):
-            try:
-                return fn(self, *args, **kwargs)
-            except (StoreError, ValueError, TypeError) as exc:
-                if isinstance(exc, StoreError):
-                    raise
-                raise StoreError(f"the index store failed while {action} ({type(exc).__name__})") from exc
-            except Exception as exc:  # chromadb raises many unrelated types (httpx, grpc, sqlite…)
-                raise StoreError(f"the index store failed while {action}: is {self.label} reachable?") from exc
+        if inspect.isgeneratorfunction(fn):
+            def inner(self, *args, **kwargs):
+                try:
+                    yield from fn(self, *args, **kwargs)
+                except Exception as exc:
+                    error = translate(self, exc)
+                    if error is exc:
+                        raise
+                    raise error from exc
+        else:
+            def inner(self, *args, **kwargs):
+                try:
+                    return fn(self, *args, **kwargs)
+                except Exception as exc:
+                    error = translate(self, exc)
+                    if error is exc:
+                        raise
+                    raise error from exc
 
         inner.__name__ = fn.__name__
         inner.__doc__ = fn.__doc__
@@ -139,6 +161,34 @@ class Store:
 
     # -- articles ----------------------------------------------------------------------------------------
 
+    @_wrap("reading the index generation")
+    def generation(self) -> str:
+        """A token that changes whenever an article is written or removed, or the index is rebuilt (read fresh
+        from the store every time: another process may have written)."""
+        try:
+            col = self.client.get_collection(self._names["articles"], embedding_function=None)
+        except Exception:  # no articles collection (yet): an empty index
+            return ""
+        if self._collections.get("articles") is not None and self._collections["articles"].id != col.id:
+            self._collections.clear()  # rebuilt by another process: our collection handles are stale
+        return f"{col.id}:{(col.metadata or {}).get('generation', '')}"
+
+    def _bump_generation(self) -> None:
+        self._collection("articles").modify(metadata={"generation": uuid.uuid4().hex})
+
+    @_wrap("reading the article registry")
+    def article_hashes(self) -> dict[str, str]:
+        """Article id -> content hash of every article in the registry."""
+        return {article_id: str(meta.get("hash", "")) for article_id, meta in self.articles().items()}
+
+    @_wrap("reading the article registry")
+    def article_meta(self, article_ids: Sequence[str]) -> dict[str, dict]:
+        col = self._collection("articles", create=False)
+        if col is None or not article_ids:
+            return {}
+        got = col.get(ids=list(dict.fromkeys(article_ids)), include=["metadatas"])
+        return dict(zip(got["ids"], got["metadatas"]))
+
     @_wrap("reading the article registry")
     def articles(self) -> dict[str, dict]:
         col = self._collection("articles", create=False)
@@ -177,14 +227,16 @@ class Store:
         if nodes:
             self._vector_store().add(nodes)
         records = [{
-            "title": article.title or "", "source": article.source or "", "published": article.published or "",
-            "url": article.url or "", "lang": article.lang or "", "origin": article.origin or "",
+            "title": article.title or "", "source": article.source or "",
+            "published": article.published or "", "url": article.url or "", "lang": article.lang or "",
+            "origin": article.origin or "",
             "root": article.root or "", "hash": article.content_hash, "chunks": len(chunks),
             "text_chars": len(article.text),
         } for article, chunks, _ in items]
         self._collection("articles").upsert(ids=[article.id for article, _, _ in items],
                                             embeddings=[[1.0]] * len(items), metadatas=records,
                                             documents=[article.text for article, _, _ in items])
+        self._bump_generation()
 
     def _delete_articles(self, article_ids: Sequence[str]) -> None:
         ids = list(article_ids)
@@ -200,6 +252,7 @@ class Store:
     @_wrap("removing an article")
     def remove_article(self, article_id: str) -> None:
         self._delete_articles([article_id])
+        self._bump_generation()
 
     @_wrap("reading an article")
     def article_text(self, article_id: str) -> str | None:
@@ -224,18 +277,17 @@ class Store:
                              start=start, end=start + len(text or ""), score=score)
 
     @_wrap("searching")
-    def query_passages(self, vector: np.ndarray, n: int) -> list[StoredPassage]:
-        col = self._collection("passages", create=False)
-        if col is None or col.count() == 0:
+    def query_passages(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
+        """The ``n`` passages nearest to ``vector``: (passage id, cosine similarity), best first. Ids and
+        distances only: the texts are read for the few passages a search finally returns."""
+        return self._query("passages", vector, n)
+
+    def _query(self, kind: str, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
+        col = self._collection(kind, create=False)
+        if col is None:
             return []
-        result = self._vector_store().query(VectorStoreQuery(query_embedding=vector.tolist(), similarity_top_k=n))
-        out = []
-        for node, sim in zip(result.nodes, result.similarities):
-            distance = -float(np.log(max(sim, 1e-30)))  # llama-index reports exp(-distance)
-            out.append(StoredPassage(chunk_id=node.node_id, article_id=str(node.metadata.get("article_id")),
-                                     text=node.get_content(), start=int(node.start_char_idx or 0),
-                                     end=int(node.end_char_idx or 0), score=1.0 - distance))
-        return out
+        got = col.query(query_embeddings=[vector.tolist()], n_results=n, include=["distances"])
+        return [(i, 1.0 - float(d)) for i, d in zip(got["ids"][0], got["distances"][0])]
 
     @_wrap("reading passages")
     def get_passages(self, chunk_ids: Sequence[str]) -> dict[str, StoredPassage]:
@@ -254,7 +306,29 @@ class Store:
             got = col.get(include=include, limit=_PAGE, offset=offset)
             vecs = got.get("embeddings") if with_vectors else None
             for j, (i, d, m) in enumerate(zip(got["ids"], got["documents"], got["metadatas"])):
-                yield self._passage(i, d, m), (np.asarray(vecs[j], dtype=np.float32) if vecs is not None else None)
+                vector = np.asarray(vecs[j], dtype=np.float32) if vecs is not None else None
+                yield self._passage(i, d, m), vector
+
+    @_wrap("reading passages")
+    def passages_of(self, article_ids: Sequence[str]) -> Iterator[tuple[str, str, str]]:
+        """(passage id, article id, text) of the passages of ``article_ids``: a filtered read for a few
+        articles, one pass over the whole collection for many."""
+        col = self._collection("passages", create=False)
+        if col is None or not article_ids:
+            return
+        wanted = set(article_ids)
+        if len(wanted) > 4 * _IN_BATCH:
+            for passage, _ in self.iter_passages():
+                if passage.article_id in wanted:
+                    yield passage.chunk_id, passage.article_id, passage.text
+            return
+        ids = sorted(wanted)
+        for i in range(0, len(ids), _IN_BATCH):
+            batch = ids[i:i + _IN_BATCH]
+            where = {"article_id": batch[0]} if len(batch) == 1 else {"article_id": {"$in": batch}}
+            got = col.get(where=where, include=["documents", "metadatas"])
+            for pid, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
+                yield pid, str(meta.get("article_id", "")), text or ""
 
     @_wrap("counting passages")
     def count(self, kind: str = "passages") -> int:
@@ -290,11 +364,12 @@ class Store:
 
     @_wrap("searching accurate vectors")
     def query_accurate(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
+        return self._query("accurate", vector, n)
+
+    @_wrap("checking for accurate vectors")
+    def has_accurate(self) -> bool:
         col = self._collection("accurate", create=False)
-        if col is None or col.count() == 0:
-            return []
-        got = col.query(query_embeddings=[vector.tolist()], n_results=min(n, col.count()), include=["distances"])
-        return [(i, 1.0 - float(d)) for i, d in zip(got["ids"][0], got["distances"][0])]
+        return col is not None and bool(col.get(limit=1, include=[])["ids"])
 
     @_wrap("reading accurate vectors")
     def get_accurate_vectors(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:

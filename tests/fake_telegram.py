@@ -39,6 +39,11 @@ class Call:
     at: float = field(default_factory=time.monotonic)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # like a real server: 50 chats answered at once open many connections at once
+
+
 class FakeTelegram:
     def __init__(self, token: str = TOKEN) -> None:
         self.token = token
@@ -52,8 +57,7 @@ class FakeTelegram:
         self._next_message = 1
         self._cond = threading.Condition()
         self._closing = False
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     # -- lifecycle
