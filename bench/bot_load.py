@@ -36,6 +36,7 @@ from bench.common import (  # noqa: E402
     EXAMPLES,
     SHARED,
     clean_env,
+    stop,
     command_line,
     fmt,
     load_1min,
@@ -162,12 +163,7 @@ def run(args, home: Path, scratch: Path) -> dict:
             errors = [line for line in bot_log.read_text().splitlines() if " ERROR " in line]
             load.problems.extend(f"bot log: {line}" for line in errors[:20])
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, timeout=20)
     return {"samples": samples, "problems": load.problems, "asked": load.asked, "bot_rss_mb": rss,
             "bot_cpu_s": cpu}
 

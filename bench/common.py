@@ -20,8 +20,6 @@ import math
 import os
 import platform
 import random
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,11 +28,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-XQUAD = SHARED / "eval" / "xquad-dev"
+from tests.support import EXAMPLE_DIR as EXAMPLES  # noqa: F401 - re-exported for the benchmarks
+from tests.support import ROOT, SHARED, XQUAD, clean_env, free_port, stop  # noqa: F401
+from tests.support import ChromaServer as _ChromaServer
+
 QUESTIONS = XQUAD / "questions.jsonl"
-EXAMPLES = ROOT / "examples" / "articles"
 DEFAULT_OUT = ROOT / "docs" / "benchmarks"
 CACHE = ROOT / "bench" / "out" / "cache"  # git-ignored
 QUIET_LOAD = 2.5
@@ -204,18 +202,6 @@ def log(message: str) -> None:
 
 # -- processes -----------------------------------------------------------------------------------------------
 
-def clean_env(home: Path | None = None, **extra: str) -> dict:
-    """The environment for a newsdesk subprocess: nothing from the developer's NEWSDESK_/OPENAI_/CHROMA_/
-    TELEGRAM_ variables, the repository on PYTHONPATH, a scratch home."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("NEWSDESK_", "OPENAI_", "CHROMA_", "TELEGRAM_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    if home is not None:
-        env["NEWSDESK_HOME"] = str(home)
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
 def run_json(cmd: Sequence[str], env: dict, timeout: float = 3600, cwd: Path | None = None) -> dict:
     """Run a command that prints one JSON object on its last stdout line; fail loudly otherwise."""
     proc = subprocess.run(list(cmd), capture_output=True, text=True, env=env, timeout=timeout,
@@ -249,76 +235,17 @@ def rss_mb(pid: int, children: bool = True) -> float:
     return total / 2**20
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ChromaServer:
-    """``chroma run --path DIR --host 127.0.0.1 --port N`` for the duration of a ``with`` block."""
-
-    def __init__(self, path: Path, startup_timeout: float = 60.0) -> None:
-        self.path = path
-        self.port = free_port()
-        self.host = "127.0.0.1"
-        self.startup_timeout = startup_timeout
-        self.proc: subprocess.Popen | None = None
+class ChromaServer(_ChromaServer):
+    """``tests.support.ChromaServer`` that also reports its memory; a start-up failure ends the benchmark."""
 
     def __enter__(self) -> ChromaServer:
-        exe = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
-        if exe is None:
-            raise SystemExit("the `chroma` command (from the chromadb package) is not installed")
-        self.proc = subprocess.Popen([exe, "run", "--path", str(self.path), "--host", self.host,
-                                      "--port", str(self.port)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"chroma run exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            self.stop()
-            raise SystemExit(f"chroma run did not start within {self.startup_timeout:.0f} s")
-        self._wait_ready(deadline)
-        return self
-
-    def _wait_ready(self, deadline: float) -> None:
-        import urllib.request
-
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://{self.host}:{self.port}/api/v2/heartbeat", timeout=2):
-                    return
-            time.sleep(0.2)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def env(self) -> dict:
-        return {"CHROMA_HOST": self.host, "CHROMA_PORT": str(self.port)}
+        try:
+            return super().__enter__()
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from exc
 
     def rss_mb(self) -> float:
         return rss_mb(self.pid)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 # -- reports -------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Indexing: load sources, skip what has not changed, chunk, embed in batches, write; then stage 2.
 
-Stage 1 (what makes an article searchable): passages with the fast embedder's vectors, plus the lexical
-index, which is rebuilt in memory from the stored passages. Stage 2: accurate vectors for every passage that
+Stage 1 (what makes an article searchable): passages with the fast embedder's vectors (the searcher's lexical
+index follows the store by itself: see ``index.search``). Stage 2: accurate vectors for every passage that
 lacks one; resumable, since "pending" is simply "has no accurate vector yet".
 """
 

@@ -3,12 +3,9 @@ server (``chroma run``) for server-mode tests."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,13 +13,45 @@ import pytest
 
 from index.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-EXAMPLE_DIR = ROOT / "examples" / "articles"
+from tests.support import EXAMPLE_DIR, ROOT, SEED_QUESTIONS, XQUAD, ChromaServer, clean_env, free_port  # noqa: F401
+
 EXAMPLE = EXAMPLE_DIR / "karabakh-2020-09-28.txt"
-XQUAD = SHARED / "eval" / "xquad-dev"
-SEED_QUESTIONS = SHARED / "eval" / "seed-questions.jsonl"
 NEWSDESK = [sys.executable, "-m", "bot.cli"]
+
+
+# what the tests of LLM mode run with: the fake OpenAI-compatible server, short timeouts
+LLM_SETTINGS = {"openai_api_key": "sk-test-secret", "llm_model": "fake-model", "llm_timeout": 5.0,
+                "llm_max_attempts": 4, "llm_max_seconds": 20.0}
+
+
+def llm_settings(base_url: str, home: Path | None = None, **overrides) -> Settings:
+    """Settings for LLM mode against the fake server at ``base_url`` (``home``: a scratch home, or none)."""
+    values = {**LLM_SETTINGS, "openai_base_url": base_url, **overrides}
+    return make_settings(home, **values) if home is not None else Settings(**values)
+
+
+def copy_of_example(example_index: Path, tmp_path_factory, name: str) -> Path:
+    """A copy of the example index for the tests of one module that do not write to it."""
+    dest = tmp_path_factory.mktemp(name) / "home"
+    shutil.copytree(example_index, dest)
+    return dest
+
+
+@pytest.fixture
+def fake():
+    """The fake OpenAI-compatible server on 127.0.0.1."""
+    from tests.fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch):
+    from bot import llm
+
+    monkeypatch.setattr(llm, "BACKOFF_BASE", 0.05)
+    monkeypatch.setattr(llm, "BACKOFF_MAX", 0.2)
 
 
 def make_settings(home: Path, **overrides) -> Settings:
@@ -34,12 +63,7 @@ def make_settings(home: Path, **overrides) -> Settings:
 def run_cli(*args: str, home: Path | None = None, env: dict | None = None, timeout: float = 300,
             check: bool = False) -> subprocess.CompletedProcess:
     """Run the real `newsdesk` command in a subprocess with a clean environment."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSDESK_", "OPENAI_", "CHROMA_",
-                                                                        "TELEGRAM_"))}
-    full_env["PYTHONPATH"] = str(ROOT)
-    if home is not None:
-        full_env["NEWSDESK_HOME"] = str(home)
-    full_env.update(env or {})
+    full_env = clean_env(home, **(env or {}))
     proc = subprocess.run([*NEWSDESK, *args], capture_output=True, text=True, env=full_env, timeout=timeout,
                           cwd=home.parent if home is not None else None)
     if check and proc.returncode != 0:
@@ -63,36 +87,14 @@ def example_home(example_index, tmp_path) -> Path:
     return home
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def chroma_server(tmp_path):
     """A real Chroma server (`chroma run`) on 127.0.0.1; yields (host, port)."""
-    exe = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
-    if exe is None:
-        pytest.fail("the `chroma` command (from the chromadb package) is not installed")
-    port = free_port()
-    proc = subprocess.Popen([exe, "run", "--path", str(tmp_path / "chroma-server"), "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("chroma run did not start within 30 s")
     try:
-        yield "127.0.0.1", port
+        server = ChromaServer(tmp_path / "chroma-server", startup_timeout=30).__enter__()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server.host, server.port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()

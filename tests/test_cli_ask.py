@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import pytest
 
 from index.service import Index
 from index.textnorm import contains
-from tests.conftest import NEWSDESK, ROOT, SEED_QUESTIONS, make_settings, run_cli
-from tests.fake_openai import FakeOpenAI, Reply, Sleep
+from tests.conftest import NEWSDESK, ROOT, SEED_QUESTIONS, copy_of_example, make_settings, run_cli
+from tests.fake_openai import Reply, Sleep
 
 SPOKESPERSON_Q = "Who is the spokesperson of the Armenian Ministry of Defense?"
 AIR_DEFENCE_Q = "How many anti-aircraft systems did the Azerbaijani army say it destroyed?"
@@ -27,20 +26,12 @@ TITLE = "يريفان تعلن استخدام أذربيجان لنظام قاذ
 
 @pytest.fixture(scope="module")
 def home(example_index, tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("cli-ask") / "home"
-    shutil.copytree(example_index, dest)
-    return dest
+    return copy_of_example(example_index, tmp_path_factory, "cli-ask")
 
 
 @pytest.fixture(scope="module")
 def article(home) -> str:
     return Index(make_settings(home)).article_text("karabakh-2020-09-28") or ""
-
-
-@pytest.fixture
-def fake():
-    with FakeOpenAI() as server:
-        yield server
 
 
 def llm_env(base_url: str, **extra: str) -> dict:

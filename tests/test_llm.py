@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from bot import llm
 from bot.answers import Sentence, Turn
 from bot.llm import complete_cited_answer, standalone_question
 from bot.verify import render_text, verify
@@ -16,7 +15,8 @@ from index.errors import LLMResponseError, LLMUnavailableError
 from index.openai_client import make_async_client, make_sync_client
 from index.settings import Settings
 from index.types import Hit
-from tests.fake_openai import Close, FakeOpenAI, Reply, Sleep, Status, rate_limited
+from tests.conftest import llm_settings
+from tests.fake_openai import Close, Reply, Sleep, Status, rate_limited
 
 # From /work/shared/articles/karabakh-2020-09-28.txt (Sputnik Arabic, 28 September 2020).
 PARAGRAPHS = (
@@ -67,23 +67,8 @@ GOOD = {
 }
 
 
-@pytest.fixture
-def fake():
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(llm, "BACKOFF_BASE", 0.05)
-    monkeypatch.setattr(llm, "BACKOFF_MAX", 0.2)
-
-
 def _settings(base_url: str, **kw) -> Settings:
-    values = {"openai_api_key": "sk-test-secret", "openai_base_url": base_url, "llm_model": "fake-model",
-              "llm_timeout": 5.0, "llm_max_attempts": 4, "llm_max_seconds": 20.0}
-    values.update(kw)
-    return Settings(**values)
+    return llm_settings(base_url, **kw)
 
 
 async def _ask(settings: Settings, question: str = "What weapons did Azerbaijan use?",
