@@ -91,7 +91,7 @@ STEPS = [  # (label, what it covers), in the order of the breakdown table
     ("BM25 scoring", "in-memory lexical top-50 over the postings of the query terms"),
     ("sentence re-rank", "USE on the sentences of the top 3 passages (only without stage 2)"),
     ("lexical index update", "Searcher.sync: only when the articles changed"),
-    ("fusion and other Python", "the rest of Searcher.rank/search"),
+    ("fusion and other Python", "the rest of Searcher.rank/search (0 when the overlapping steps add up to more)"),
 ]
 
 
@@ -202,14 +202,13 @@ def measure(home: Path, questions: list[str], warmup: str) -> dict:
     from index.service import Index
     from index.settings import Settings
 
-    settings = Settings.load(env_file=None)  # NEWSDESK_HOME / CHROMA_HOST come from the environment
-    saved = lexical.BM25.load(settings.lexical_path)
-    index = Index(settings)
+    index = Index(Settings.load(env_file=None))  # NEWSDESK_HOME / CHROMA_HOST come from the environment
     cold = {"open_s": time.perf_counter() - started, "rss_open_mb": _rss_mb()}
     generation = index.store.generation()
-    cold["lexical"] = ("built" if saved is None or saved.tag.split(":")[0] != generation.split(":")[0]
-                       else "loaded" if saved.tag == generation else "updated")
-    del saved
+    path = index.searcher.lexical_file(generation)
+    saved = lexical.BM25.saved_tag(path) if path is not None else None
+    cold["lexical"] = ("built" if saved is None or saved.split(":")[0] != generation.split(":")[0]
+                       else "loaded" if saved == generation else "updated")
     # the cold start, step by step: model weights, then the vector indexes, then the first search (which
     # loads, updates or builds the lexical index)
     t = time.perf_counter()
@@ -549,7 +548,7 @@ def main() -> int:
                              "hour: see the module docstring)")
     parser.add_argument("--modes", default="embedded,server", help="embedded, server or both")
     parser.add_argument("--runs", type=int, default=3, help="fresh-process runs per size and mode")
-    parser.add_argument("--large-runs", type=int, default=1,
+    parser.add_argument("--large-runs", type=int, default=2,
                         help="runs per mode for sizes above 10k")
     parser.add_argument("--questions", type=int, default=120,
                         help="timed questions per run (≥100 for the report)")

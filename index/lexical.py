@@ -31,6 +31,7 @@ _STEMMERS = {"ar": snowballstemmer.stemmer("arabic"), "en": snowballstemmer.stem
 _STEM_LOCK = threading.Lock()  # stemmer objects keep state between calls: one caller at a time
 _STEMS: dict[str, str] = {}  # token -> stem; the vocabulary is far smaller than the token count
 _STEMS_MAX = 2_000_000
+_STEMS_KEEP = 100_000
 _STOP = {
     "the", "a", "an", "of", "in", "on", "at", "to", "and", "or", "is", "are", "was", "were", "be", "by",
     "for", "with", "as", "that", "this", "it", "its", "from", "what", "which", "who", "whom", "when", "where",
@@ -130,6 +131,15 @@ class BM25:
         sizes = [lengths[keep]]
         scripts = [base._scripts[keep]]
         new_sizes, new_scripts, new_terms, new_tfs = [], [], [], []
+
+        def flush() -> None:  # into numpy every few thousand passages: Python lists of ints are 8x larger
+            terms.append(np.asarray(new_terms, dtype=np.int32))
+            tfs.append(np.asarray(new_tfs, dtype=np.uint16))
+            sizes.append(np.asarray(new_sizes, dtype=np.int64))
+            scripts.append(np.asarray(new_scripts, dtype=np.uint8))
+            for buffer in (new_sizes, new_scripts, new_terms, new_tfs):
+                buffer.clear()
+
         seen = set(ids)
         for doc_id, article_id, text in docs:
             if doc_id in seen:
@@ -145,10 +155,11 @@ class BM25:
             new_scripts.append(script_of(text) == "ar")
             new_terms.extend(counts)
             new_tfs.extend(min(c, 65535) for c in counts.values())
-        terms.append(np.asarray(new_terms, dtype=np.int32))
-        tfs.append(np.asarray(new_tfs, dtype=np.uint16))
-        sizes.append(np.asarray(new_sizes, dtype=np.int64))
-        scripts.append(np.asarray(new_scripts, dtype=np.uint8))
+            if len(new_sizes) >= 4096:
+                flush()
+        flush()
+        if len(_STEMS) > _STEMS_KEEP:
+            _STEMS.clear()  # a big build filled it: don't keep hundreds of thousands of stems for ever
         self._set(vocab, ids, doc_articles, hashes, np.concatenate(scripts),
                   np.concatenate([[0], np.cumsum(np.concatenate(sizes))]).astype(np.int64),
                   np.concatenate(terms), np.concatenate(tfs))
@@ -220,6 +231,16 @@ class BM25:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def saved_tag(path: Path) -> str | None:
+        """The tag of the index saved at ``path`` (its header only), or None."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                header = json.loads(data["header"].tobytes().decode())
+                return header.get("tag", "") if header.get("format") == FORMAT else None
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+            return None
 
     @classmethod
     def load(cls, path: Path) -> BM25 | None:

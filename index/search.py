@@ -25,6 +25,7 @@ import numpy as np
 
 from .chunking import sentences as sentence_spans
 from .embedding import Embedder
+from .errors import StoreError
 from .lexical import BM25, script_of
 from .store import Store, StoredPassage
 from .types import Hit
@@ -58,7 +59,8 @@ def _standardise(scores: dict[str, float], reference: Sequence[float]) -> dict[s
 class Searcher:
     """Ranks passages for a question. Holds the lexical (BM25) index, which it keeps in step with the store:
 
-    - on first use it loads the index saved at ``lexical_path`` (or builds it) and brings it up to date;
+    - on first use it loads the index saved in ``lexical_dir`` (or builds it) and brings it up to date; the
+      file is named after the collection's id, so an embedded store and a server on the same data share it;
     - after this process's own writes, ``sync()`` updates it at once (only the changed articles);
     - every CHECK_SECONDS a search reads the store's generation token (one small read); when another process
       changed the articles, a background thread builds the updated index while searches keep using the
@@ -66,9 +68,9 @@ class Searcher:
     """
 
     def __init__(self, store: Store, embedder: Embedder, accurate: Embedder | None,
-                 lexical_path: Path | None = None) -> None:
+                 lexical_dir: Path | None = None) -> None:
         self.store, self.embedder, self.accurate = store, embedder, accurate
-        self.lexical_path = lexical_path
+        self.lexical_dir = lexical_dir
         self._lexical: BM25 | None = None
         self._has_accurate = False
         self._checked_at = -float("inf")
@@ -100,20 +102,33 @@ class Searcher:
             self._has_accurate = self.store.has_accurate()
             self._checked_at = time.monotonic()
 
+    def lexical_file(self, generation: str) -> Path | None:
+        """Where the lexical index of the collection behind ``generation`` is saved (None: not saved)."""
+        collection_id = generation.split(":")[0]
+        if self.lexical_dir is None or not collection_id:
+            return None
+        return self.lexical_dir / f"{collection_id}.npz"
+
     def _load(self, generation: str) -> BM25:
-        saved = BM25.load(self.lexical_path) if self.lexical_path else None
-        # usable as a base only if saved from this very index (the articles collection's id is the prefix)
+        path = self.lexical_file(generation)
+        saved = BM25.load(path) if path is not None else None
+        # usable as a base only if saved from this very collection (its id is the prefix of the generation)
         if saved is not None and saved.tag.split(":")[0] == generation.split(":")[0]:
             return saved
         return BM25()
 
     def _save(self, lexical: BM25) -> None:
-        if self.lexical_path is None:
+        path = self.lexical_file(lexical.tag)
+        if path is None:
             return
         try:
-            lexical.save(self.lexical_path)
-        except OSError as exc:  # only a cache: the next process rebuilds it
-            log.warning("could not save the lexical index to %s (%s)", self.lexical_path, type(exc).__name__)
+            lexical.save(path)
+            existing = self.store.collection_ids()
+            for other in path.parent.glob("*.npz"):  # indexes of collections deleted since (--rebuild)
+                if other.stem not in existing:
+                    other.unlink(missing_ok=True)
+        except (OSError, StoreError) as exc:  # only a cache: the next process rebuilds it
+            log.warning("could not save the lexical index to %s (%s)", path, type(exc).__name__)
 
     def _maybe_refresh(self) -> None:
         if self._lexical is None:

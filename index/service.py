@@ -37,7 +37,7 @@ class Index:
     @property
     def searcher(self) -> Searcher:
         if self._searcher is None:
-            self._searcher = Searcher(self.store, self.embedder, self.accurate, self.settings.lexical_path)
+            self._searcher = Searcher(self.store, self.embedder, self.accurate, self.settings.lexical_dir)
         return self._searcher
 
     def index(self, sources: Sequence[str], *, prune: bool = False, rebuild: bool = False,

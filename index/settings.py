@@ -173,9 +173,6 @@ class Settings:
         return f"embedded chroma at {self.home}"
 
     @property
-    def lexical_path(self) -> Path:
-        """Where the searcher saves its lexical index (a cache, rebuilt when missing), per store and collection."""
-        import hashlib
-
-        where = hashlib.sha256(self.store_label.encode()).hexdigest()[:10]
-        return self.home / "lexical" / f"{self.collection}-{where}.npz"
+    def lexical_dir(self) -> Path:
+        """Where the searcher saves its lexical index: a cache, one file per indexed collection."""
+        return self.home / "lexical"

@@ -173,6 +173,11 @@ class Store:
             self._collections.clear()  # rebuilt by another process: our collection handles are stale
         return f"{col.id}:{(col.metadata or {}).get('generation', '')}"
 
+    @_wrap("listing collections")
+    def collection_ids(self) -> set[str]:
+        """The ids of every collection in the store (of any index name)."""
+        return {str(c.id) for c in self.client.list_collections()}
+
     def _bump_generation(self) -> None:
         self._collection("articles").modify(metadata={"generation": uuid.uuid4().hex})
 
