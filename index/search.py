@@ -47,6 +47,17 @@ class Scored:
     score: float
 
 
+def _release_free_memory() -> None:
+    """Hand memory freed after building the lexical index back to the system (glibc keeps it otherwise)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
 def _standardise(scores: dict[str, float], reference: Sequence[float]) -> dict[str, float]:
     ref = np.asarray(reference, dtype=np.float64)
     if ref.size == 0:
@@ -98,6 +109,8 @@ class Searcher:
                 current = updated or current
                 current.tag = generation
                 self._save(current)
+                if updated is not None:
+                    _release_free_memory()
             self._lexical = current
             self._has_accurate = self.store.has_accurate()
             self._checked_at = time.monotonic()
