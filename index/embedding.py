@@ -7,8 +7,8 @@
 - ``openai:<model>`` (``NEWSDESK_EMBEDDER=openai``): OpenAI embeddings through the one client factory.
 
 ``index.llama_embedding`` wraps any of them as a llama-index embedding. Each model is loaded once per process
-and shared; calls are serialised by a lock because the encoders are
-not documented as thread-safe.
+and shared; calls are serialised by a lock because the encoders are not documented as thread-safe, except e5
+questions, measured safe to encode concurrently (see ``E5Embedder``).
 """
 
 from __future__ import annotations

@@ -84,10 +84,8 @@ def write_stage1(store: Store, embedder: Embedder, todo: list[_Pending], report:
                                                                   for p, c in part]), dtype=np.float32)
             for (pending, _), vector in zip(part, vectors):
                 pending.vectors.append(vector)
-            complete = ready
-            while complete < len(todo) and len(todo[complete].vectors) == len(todo[complete].chunks):
-                complete += 1
-            ready = complete
+            while ready < len(todo) and len(todo[ready].vectors) == len(todo[ready].chunks):
+                ready += 1
             if sum(len(p.chunks) for p in todo[done_articles:ready]) >= WRITE_EVERY:
                 writer.put(todo[done_articles:ready])
                 done_articles = ready

@@ -100,7 +100,7 @@ class BM25:
     def build(self, docs: Iterable[Doc], hashes: dict[str, str] | None = None) -> BM25:
         """Index ``docs``; ``hashes`` (article id -> content hash) is what ``updated`` compares against."""
         fresh = BM25(self.k1, self.b)
-        fresh._assemble(self, np.zeros(0, dtype=bool), docs, hashes or {})
+        fresh._assemble(fresh, np.zeros(0, dtype=bool), docs, hashes or {})  # from nothing: its own empty state
         return fresh
 
     def updated(self, hashes: dict[str, str], fetch: Callable[[list[str]], Iterable[Doc]]) -> BM25 | None:

@@ -123,12 +123,9 @@ class Searcher:
         return self.lexical_dir / f"{collection_id}.npz"
 
     def _load(self, generation: str) -> BM25:
-        path = self.lexical_file(generation)
+        path = self.lexical_file(generation)  # named after this collection's id: saved from this very collection
         saved = BM25.load(path) if path is not None else None
-        # usable as a base only if saved from this very collection (its id is the prefix of the generation)
-        if saved is not None and saved.tag.split(":")[0] == generation.split(":")[0]:
-            return saved
-        return BM25()
+        return saved if saved is not None else BM25()
 
     def _save(self, lexical: BM25) -> None:
         path = self.lexical_file(lexical.tag)

@@ -57,8 +57,6 @@ def _wrap(action: str):
     """Decorator: turn any chromadb/transport failure into a one-line StoreError (for generators too)."""
 
     def translate(self, exc: Exception) -> StoreError:
-        if isinstance(exc, StoreError):
-            return exc
         if isinstance(exc, (ValueError, TypeError)):
             return StoreError(f"the index store failed while {action} ({type(exc).__name__})")
         # chromadb raises many unrelated types (httpx, grpc, sqlite…)
@@ -69,20 +67,18 @@ def _wrap(action: str):
             def inner(self, *args, **kwargs):
                 try:
                     yield from fn(self, *args, **kwargs)
+                except StoreError:
+                    raise
                 except Exception as exc:
-                    error = translate(self, exc)
-                    if error is exc:
-                        raise
-                    raise error from exc
+                    raise translate(self, exc) from exc
         else:
             def inner(self, *args, **kwargs):
                 try:
                     return fn(self, *args, **kwargs)
+                except StoreError:
+                    raise
                 except Exception as exc:
-                    error = translate(self, exc)
-                    if error is exc:
-                        raise
-                    raise error from exc
+                    raise translate(self, exc) from exc
 
         inner.__name__ = fn.__name__
         inner.__doc__ = fn.__doc__
