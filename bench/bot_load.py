@@ -2,10 +2,12 @@
 
     python bench/bot_load.py                      # levels 1,10,50; 3 alternating runs
     python bench/bot_load.py --chats 1,2 --quick  # smoke test
+    python bench/bot_load.py --fast               # stage 1 only: the same without e5 on the answer path
 
 The real bot (``newsdesk bot`` in its own process, offline mode: no OpenAI key) runs against the fake Telegram
 Bot API server of ``tests/fake_telegram.py`` on 127.0.0.1 (long polling over real HTTP), on an index of
-``examples/articles`` (both stages, built first with ``newsdesk index``). The questions are the project's seed
+``examples/articles`` (both stages, built first with ``newsdesk index``; stage 1 only with ``--fast``, which
+shows what encoding each question with e5 costs under load). The questions are the project's seed
 questions about that article (``../shared/eval/seed-questions.jsonl``, answerable and not), in turn.
 
 Each level is one burst: N private chats (each a new chat and user, so neither the per-user rate limit nor the
@@ -185,6 +187,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 run, 2 single questions, 1 burst")
     parser.add_argument("--no-wait", action="store_true", help="don't wait for a quiet machine")
+    parser.add_argument("--fast", action="store_true",
+                        help="index stage 1 only (no e5 on the answer path); reports go to bot_load_fast.*")
     args = parser.parse_args()
     args.levels = sorted({int(x) for x in args.chats.split(",") if x.strip()})
     if args.quick:
@@ -193,12 +197,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="newsdesk-bot-load-") as tmp:
         scratch = Path(tmp)
         home = scratch / "home"
-        log("indexing examples/articles (both stages)")
-        run_json([sys.executable, "-m", "bot.cli", "index", str(EXAMPLES), "--json"], clean_env(home))
+        log(f"indexing examples/articles ({'stage 1 only' if args.fast else 'both stages'})")
+        fast = ["--fast"] if args.fast else []
+        run_json([sys.executable, "-m", "bot.cli", "index", str(EXAMPLES), "--json", *fast], clean_env(home))
         stats = run_json([sys.executable, "-m", "bot.cli", "stats", "--json"], clean_env(home))
         result = run(args, home, scratch)
     md, fig, data = report(args, result, stats, info)
-    for path in write_report(args.out, "bot_load", md, data, fig):
+    for path in write_report(args.out, "bot_load_fast" if args.fast else "bot_load", md, data, fig):
         log(f"wrote {path}")
     print(md)
     return 1 if result["problems"] else 0
@@ -237,6 +242,9 @@ def report(args, result: dict, stats: dict, info: dict):
         goal = (f"Goal: p95 with 10 chats ≤ 2× single-chat p95 — **{'met' if ok else 'missed'}** "
                 f"(ratio {ratios[10]:.2f}: {summary[10]['p95_s']:.2f} s vs {summary[1]['p95_s']:.2f} s).")
     answered = max(result['asked'] - 1, 1)
+    name = "bot_load_fast" if args.fast else "bot_load"
+    stages = ("stage 1 only (`--fast`: no e5 question encoding, the sentence re-rank instead)" if args.fast
+              else "both stages")
     md = f"""# The Telegram bot under load
 
 Command: `{command_line()}` ({args.runs} alternating run(s); level 1: {args.single} questions one after the
@@ -246,13 +254,13 @@ other per run; 10 chats: {args.bursts} burst(s) per run; larger levels: one burs
 
 The real bot (`newsdesk bot`, its own process, offline mode) long-polls the fake Bot API server of
 `tests/fake_telegram.py` on 127.0.0.1. Index: `examples/articles` ({stats.get('articles')} article,
-{stats.get('chunks')} passages, both stages). Questions: the {len(seed_questions())} seed questions about that
+{stats.get('chunks')} passages, {stages}). Questions: the {len(seed_questions())} seed questions about that
 article, in turn. Latency: from the fake server queueing the question to it receiving the answer's last
 message.
 
 {table}
 
-![bot latency](bot_load.png)
+![bot latency]({name}.png)
 
 {goal}
 

@@ -70,7 +70,8 @@ def write_stage1(store: Store, embedder: Embedder, todo: list[_Pending], report:
                  batch: int = 32, show_progress: bool | None = None) -> None:
     """Embed the passages of ``todo`` in batches across articles. Articles whose passages all have vectors
     are handed to a writer thread, about WRITE_EVERY passages at a time and in order, so that writing to the
-    store overlaps with encoding the next batches. A failed write stops the encoding and is raised here."""
+    store overlaps with encoding the next batches; the last groups shrink, so that the write still to do when
+    encoding ends is small. A failed write stops the encoding and is raised here."""
     work = [(p, c) for p in todo for c in p.chunks]
     llama = LlamaEmbedding(embedder, batch_size=batch)
     bar = Progress("indexing", len(work), show_progress)
@@ -86,7 +87,10 @@ def write_stage1(store: Store, embedder: Embedder, todo: list[_Pending], report:
                 pending.vectors.append(vector)
             while ready < len(todo) and len(todo[ready].vectors) == len(todo[ready].chunks):
                 ready += 1
-            if sum(len(p.chunks) for p in todo[done_articles:ready]) >= WRITE_EVERY:
+            waiting = sum(len(p.chunks) for p in todo[done_articles:ready])
+            # about WRITE_EVERY passages per write; towards the end, groups as large as what is still to
+            # encode, so that little is left to write once the last batch is encoded
+            if waiting and waiting >= min(WRITE_EVERY, len(work) - i - len(part)):
                 writer.put(todo[done_articles:ready])
                 done_articles = ready
             bar.advance(len(part))
