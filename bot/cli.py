@@ -54,21 +54,24 @@ def _print_json(data) -> None:
 
 
 def _index(settings: Settings):
-    from index.embedding import prewarm
-
-    prewarm(settings)  # load the model while chromadb and llama-index are imported
+    _prewarm(settings)
     from index.service import Index
 
     return Index(settings)
 
 
 def _engine(settings: Settings):
-    from index.embedding import prewarm
-
-    prewarm(settings)
+    _prewarm(settings)
     from .engine import Engine
 
     return Engine(settings)
+
+
+def _prewarm(settings: Settings) -> None:
+    """Start loading the model in the background while chromadb and llama-index are imported."""
+    from index.embedding import prewarm
+
+    prewarm(settings)
 
 
 # -- commands -------------------------------------------------------------------------------------------------
