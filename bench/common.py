@@ -202,7 +202,7 @@ def log(message: str) -> None:
 
 # -- processes -----------------------------------------------------------------------------------------------
 
-def run_json(cmd: Sequence[str], env: dict, timeout: float = 3600, cwd: Path | None = None) -> dict:
+def run_json(cmd: Sequence[str], env: dict, timeout: float | None = 3600, cwd: Path | None = None) -> dict:
     """Run a command that prints one JSON object on its last stdout line; fail loudly otherwise."""
     proc = subprocess.run(list(cmd), capture_output=True, text=True, env=env, timeout=timeout,
                           cwd=cwd or ROOT)

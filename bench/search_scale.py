@@ -1,7 +1,7 @@
 """Search latency and memory vs corpus size, embedded Chroma vs a `chroma run` server, side by side.
 
     python bench/search_scale.py                        # 1k, 10k, 100k passages, both store modes (~15 min)
-    python bench/search_scale.py --sizes 1000,10000,100000,1000000  # + 1M (about an hour: filling the store)
+    python bench/search_scale.py --sizes 1000,10000,100000,1000000  # + 1M (over an hour: filling the store)
     python bench/search_scale.py --sizes 50 --quick     # smoke test (seconds)
 
 What it does:
@@ -31,7 +31,11 @@ What it does:
 The report has p50/p95 (medians over runs), the memory table, and where the time goes (per-question means of
 each step, measured by wrapping the Index's methods).
 
-1M is not in the default sizes because filling the store takes about 40 minutes on 2 cores.
+1M is not in the default sizes because filling the store takes over an hour on 2 cores (the last 900k
+passages: 60–65 min on an idle machine, longer when it is busy). ``--scratch DIR`` keeps the store;
+``--reuse`` fills a kept store on from its size, so a stopped fill need not start again:
+
+    python bench/search_scale.py --sizes 1000000 --scratch DIR --reuse
 """
 
 from __future__ import annotations
@@ -147,7 +151,16 @@ def build(home: Path, start: int, stop: int, vectors_file: Path, noise: float) -
     if len(bases) % PER_ARTICLE:
         raise SystemExit(f"--base must be a multiple of {PER_ARTICLE}")
     store = Store(Settings.load(environ={"NEWSDESK_HOME": str(home)}, env_file=None))
-    assert start % PER_ARTICLE == 0 and store.count() == start, (start, store.count())
+    if start < 0:  # --reuse: go on from what the store holds
+        # a fill that was stopped may have written a batch's passages but not their stage-2 vectors: remove
+        # those articles, so that every passage has both vectors
+        accurate = store.count("accurate")
+        for a0 in range(accurate // PER_ARTICLE * PER_ARTICLE, store.count(), PER_ARTICLE):
+            store.remove_article(f"a{a0 // PER_ARTICLE:07d}")
+        start = store.count()
+        if start > stop:
+            raise SystemExit(f"the kept store holds {start:,} passages, more than {stop:,}")
+    assert start % PER_ARTICLE == 0 and store.count() == start == store.count("accurate"), (start, store.count())
     started = time.perf_counter()
     stage1 = stage2 = 0.0
     for batch_start in range(start, stop, WRITE_BATCH * PER_ARTICLE):
@@ -563,6 +576,9 @@ def main() -> int:
                         help="smoke test: 1 run, 10 questions, 10 base paragraphs, no waiting for a quiet "
                              "machine")
     parser.add_argument("--no-wait", action="store_true", help="don't wait for a quiet machine")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --scratch: keep the store found there and fill it on from its size (e.g. "
+                             "after a 1M fill was stopped)")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--range", help=argparse.SUPPRESS)
@@ -588,20 +604,22 @@ def main() -> int:
         parser.error("--modes must name embedded and/or server")
     info = machine_info(wait_for_quiet(skip=args.quick or args.no_wait))
     vectors = base_vectors(args.base, args.cache)
+    if args.reuse and not args.scratch:
+        parser.error("--reuse needs --scratch")
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="newsdesk-search-scale-"))
     home = scratch / "home"
-    if home.exists():
+    if home.exists() and not args.reuse:
         shutil.rmtree(home)
     results: dict[int, dict] = {}
     builds: dict[int, dict] = {}
     began = time.perf_counter()
     try:
-        done = 0
+        done = -1 if args.reuse else 0
         for size in sizes:
             log(f"filling the store to {size:,} passages")
             builds[size] = run_json([sys.executable, str(Path(__file__).resolve()), "--build", str(home),
                                      "--range", f"{done}:{size}", "--vectors", str(vectors),
-                                     "--noise", str(args.noise)], clean_env(home))
+                                     "--noise", str(args.noise)], clean_env(home), timeout=None)
             done = size
             runs: dict[str, list[dict]] = {m: [] for m in modes}
             for n in range(args.runs if size <= 10_000 else args.large_runs):
