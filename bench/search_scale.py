@@ -195,7 +195,7 @@ def build(home: Path, start: int, stop: int, vectors_file: Path, noise: float) -
         stage1 += t2 - t
         rate = (batch_stop - start) / (time.perf_counter() - started)
         log(f"  {batch_stop:,} passages written ({rate:.0f}/s)")
-    return {"passages": store.count(), "accurate": store.count("accurate"),
+    return {"passages": store.count(), "accurate": store.count("accurate"), "added": stop - start,
             "seconds": time.perf_counter() - started, "write_articles_s": stage1, "add_accurate_s": stage2}
 
 
@@ -450,13 +450,14 @@ def report(results: dict, sizes: list[int], modes: list[str], builds: dict, args
                   "passages, "
                   f"so ≈ **{extra['client_rss_mb_1m'] / 1024:.1f} GB** at 1M (both HNSW indexes and the BM25 "
                   "postings live in the process). Building it takes "
-                  + (f"≈ {builds[b]['seconds'] / (b - a) * 900_000 / 60:.0f} min more at the measured write "
+                  + (f"≈ {builds[b]['seconds'] / builds[b]['added'] * 900_000 / 60:.0f} min more at the measured "
+                     "write "
                      "rate. " if b in builds and b > a else "long. ")
                   + "Run `--sizes 1000,10000,100000,1000000` to measure it.\n")
 
     build_rows = [[_size_label(s), fmt(builds[s]["seconds"], 0),
-                   fmt((s - prev) / builds[s]["seconds"], 0) if builds[s]["seconds"] else "—"]
-                  for prev, s in zip([0] + sizes[:-1], sizes, strict=False) if s in builds]
+                   fmt(builds[s]["added"] / builds[s]["seconds"], 0) if builds[s]["seconds"] else "—"]
+                  for s in sizes if s in builds]
     md = f"""# Search latency and memory vs corpus size
 
 Command: `{command_line()}` ({args.runs} alternating run(s) per size and store mode up to 10k,

@@ -67,11 +67,18 @@ def test_percentile_and_table():
 
 @pytest.mark.slow
 def test_search_scale_smoke(tmp_path):
-    run_bench("search_scale.py", tmp_path, "--sizes", "20", "--quick", "--cache", str(tmp_path / "cache"))
+    cache, scratch = str(tmp_path / "cache"), str(tmp_path / "store")
+    run_bench("search_scale.py", tmp_path, "--sizes", "20", "--quick", "--cache", cache, "--scratch", scratch)
     data = assert_report(tmp_path, "search_scale", "embedded p95 ms", "server p95 ms", "chroma run")
     result = data["results"]["20"]
     assert result["embedded"]["passages"] == result["embedded"]["accurate"] == 20
     assert result["server"]["server_rss_mb"] > 0 and result["embedded"]["p95_ms"] > 0
+    # a kept store is filled on from its size (how a stopped 1M fill goes on), not from nothing
+    run_bench("search_scale.py", tmp_path, "--sizes", "30", "--quick", "--cache", cache, "--scratch", scratch,
+              "--reuse", "--modes", "embedded")
+    data = assert_report(tmp_path, "search_scale", "embedded p95 ms")
+    assert data["builds"]["30"]["passages"] == data["builds"]["30"]["accurate"] == 30
+    assert data["builds"]["30"]["added"] == 10
 
 
 @pytest.mark.slow
