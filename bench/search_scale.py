@@ -619,7 +619,7 @@ def main() -> int:
         for size in sizes:
             log(f"filling the store to {size:,} passages")
             builds[size] = run_json([sys.executable, str(Path(__file__).resolve()), "--build", str(home),
-                                     "--range", f"{done}:{size}", "--vectors", str(vectors),
+                                     f"--range={done}:{size}", "--vectors", str(vectors),
                                      "--noise", str(args.noise)], clean_env(home), timeout=None)
             done = size
             runs: dict[str, list[dict]] = {m: [] for m in modes}
