@@ -191,6 +191,7 @@ def main() -> int:
                         help="index stage 1 only (no e5 on the answer path); reports go to bot_load_fast.*")
     args = parser.parse_args()
     args.levels = sorted({int(x) for x in args.chats.split(",") if x.strip()})
+    args.name = "bot_load_fast" if args.fast else "bot_load"
     if args.quick:
         args.runs, args.single, args.bursts = 1, 2, 1
     info = machine_info(wait_for_quiet(skip=args.quick or args.no_wait))
@@ -203,7 +204,7 @@ def main() -> int:
         stats = run_json([sys.executable, "-m", "bot.cli", "stats", "--json"], clean_env(home))
         result = run(args, home, scratch)
     md, fig, data = report(args, result, stats, info)
-    for path in write_report(args.out, "bot_load_fast" if args.fast else "bot_load", md, data, fig):
+    for path in write_report(args.out, args.name, md, data, fig):
         log(f"wrote {path}")
     print(md)
     return 1 if result["problems"] else 0
@@ -242,7 +243,6 @@ def report(args, result: dict, stats: dict, info: dict):
         goal = (f"Goal: p95 with 10 chats ≤ 2× single-chat p95 — **{'met' if ok else 'missed'}** "
                 f"(ratio {ratios[10]:.2f}: {summary[10]['p95_s']:.2f} s vs {summary[1]['p95_s']:.2f} s).")
     answered = max(result['asked'] - 1, 1)
-    name = "bot_load_fast" if args.fast else "bot_load"
     stages = ("stage 1 only (`--fast`: no e5 question encoding, the sentence re-rank instead)" if args.fast
               else "both stages")
     md = f"""# The Telegram bot under load
@@ -260,7 +260,7 @@ message.
 
 {table}
 
-![bot latency]({name}.png)
+![bot latency]({args.name}.png)
 
 {goal}
 

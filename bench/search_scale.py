@@ -595,6 +595,8 @@ def main() -> int:
         print(json.dumps(build(args.build, start, stop, args.vectors, args.noise)))
         return 0
 
+    if args.reuse and not args.scratch:
+        parser.error("--reuse needs --scratch")
     if args.quick:
         args.runs, args.large_runs = 1, 1
         args.questions, args.base = min(args.questions, 10), min(args.base, 10)
@@ -605,8 +607,6 @@ def main() -> int:
         parser.error("--modes must name embedded and/or server")
     info = machine_info(wait_for_quiet(skip=args.quick or args.no_wait))
     vectors = base_vectors(args.base, args.cache)
-    if args.reuse and not args.scratch:
-        parser.error("--reuse needs --scratch")
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="newsdesk-search-scale-"))
     home = scratch / "home"
     if home.exists() and not args.reuse:

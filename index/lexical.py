@@ -237,9 +237,9 @@ class BM25:
         """The tag of the index saved at ``path`` (its header only), or None."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                header = json.loads(data["header"].tobytes().decode())
-                return header.get("tag", "") if header.get("format") == FORMAT else None
-        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+                header = _header(data)
+                return header.get("tag", "") if header is not None else None
+        except _UNREADABLE:
             return None
 
     @classmethod
@@ -247,8 +247,8 @@ class BM25:
         """The index saved at ``path``; None when there is none, or it is unreadable or of another format."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                header = json.loads(data["header"].tobytes().decode())
-                if header.get("format") != FORMAT:
+                header = _header(data)
+                if header is None:
                     return None
                 vocab = _split(data["vocab"])
                 out = cls(header["k1"], header["b"])
@@ -257,8 +257,17 @@ class BM25:
                          _split(data["doc_articles"]), dict(header["articles"]), data["scripts"],
                          data["doc_ptr"], data["doc_terms"], data["doc_tfs"])
                 return out
-        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        except _UNREADABLE:
             return None
+
+
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError)  # a missing or damaged file
+
+
+def _header(data) -> dict | None:
+    """The header of a saved index, or None when it was saved in another format."""
+    header = json.loads(data["header"].tobytes().decode())
+    return header if header.get("format") == FORMAT else None
 
 
 _SEP = "\x00"
