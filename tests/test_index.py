@@ -116,8 +116,11 @@ accurate = []
 if acc is not None:
     for offset in range(0, acc.count(), 1000):
         accurate.extend(acc.get(include=[], limit=1000, offset=offset)["ids"])
-out = {"passages": passages, "accurate": accurate, "articles": store.articles(),
-       "embedder": store.embedder_info()}
+articles = store.articles()
+texts = store._collection("texts", create=False)
+out = {"passages": passages, "accurate": accurate, "articles": articles, "embedder": store.embedder_info(),
+       "texts": {a: store.article_text(a) for a in articles},
+       "text_ids": texts.get(include=[])["ids"] if texts is not None else []}
 print(json.dumps(out, ensure_ascii=False))
 """
 
@@ -464,6 +467,36 @@ def test_changed_article_leaves_no_stale_passage(tmp_path):
     others = len(got["passages"]) - karabakh
     assert karabakh == second["chunks"] < first["chunks"] - others  # fewer passages than the old version had
     assert got["articles"][KARABAKH]["chunks"] == karabakh
+    assert got["texts"][KARABAKH] == new_text  # quotes are checked against the new text
+    assert sorted(got["text_ids"]) == sorted(got["articles"])
+
+
+_OLD_LAYOUT = r"""
+from index.settings import Settings
+from index.store import Store
+store = Store(Settings.load(env_file=None))
+texts = {a: store.article_text(a) for a in store.articles()}
+registry = store._collection("articles")
+registry.upsert(ids=list(texts), embeddings=[[1.0]] * len(texts), documents=list(texts.values()),
+                metadatas=[store.articles()[a] for a in texts])
+store.client.delete_collection(store._names["texts"])
+"""
+
+
+def test_an_index_from_before_the_texts_collection_still_checks_quotes(tmp_path):
+    """Indexes written before article texts had their own collection kept them as the registry's documents:
+    answers must still find their quotes in the article, and re-indexing moves nothing it need not."""
+    docs = copy_articles(tmp_path / "docs", EXAMPLE)
+    home = tmp_path / "home"
+    index(docs, home=home)
+    proc = subprocess.run([sys.executable, "-c", _OLD_LAYOUT], capture_output=True, text=True,
+                          env=cli_env(home), timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    old = dump(home)
+    assert old["text_ids"] == [] and old["texts"][KARABAKH] == file_text(docs / EXAMPLE.name)
+    answer = cli_json("ask", WEAPONS_Q, "--json", home=home)
+    assert answer["citations"] and all(c["verified"] for c in answer["citations"])
+    assert index(docs, home=home)["unchanged"] == 1
 
 
 def test_prune_removes_only_what_left_the_given_folder(tmp_path):
@@ -496,6 +529,7 @@ def test_prune_removes_only_what_left_the_given_folder(tmp_path):
     data = dump(home)
     assert sorted(data["articles"]) == sorted(["xquad-12-oxygen", "xquad-02-normans", KARABAKH])
     assert {p[1] for p in data["passages"]} == set(data["articles"])
+    assert sorted(data["text_ids"]) == sorted(data["articles"])  # the texts of removed articles are gone
 
 
 def test_rebuild_starts_afresh(tmp_path):
