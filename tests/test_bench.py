@@ -18,11 +18,12 @@ from bench import common
 from tests.conftest import ROOT
 
 
-def run_bench(script: str, out: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_bench(script: str, out: Path | None, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("NEWSDESK_", "OPENAI_", "CHROMA_", "TELEGRAM_"))}
     env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args, "--out", str(out)],
+    out_args = ["--out", str(out)] if out is not None else []
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args, *out_args],
                           capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
     assert proc.returncode == 0, f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     return proc
@@ -93,7 +94,7 @@ def test_index_scale_smoke(tmp_path):
     run_bench("index_scale.py", tmp_path, "--sizes", "20", "--stage2-size", "5", "--quick")
     data = assert_report(tmp_path, "index_scale", "stage 1 at 20", "stage 2 (5-paragraph sample)")
     stage1 = data["stage1"]["20"]
-    assert stage1["index"]["passages"] == stage1["encoder"]["passages"] == 20
+    assert stage1["index"]["passages"] == stage1["encoder"]["passages"] == stage1["ours"]["passages"] == 20
     assert data["stage2"]["index"]["passages"] == data["stage2"]["encoder"]["passages"] == 5
 
 
@@ -103,3 +104,12 @@ def test_reindex_cost_smoke(tmp_path):
     data = assert_report(tmp_path, "reindex_cost", "re-index, nothing changed")
     assert data["problems"] == []
     assert data["results"]["30"]["unchanged"]["inner_s"] < data["results"]["30"]["first"]["inner_s"]
+
+
+@pytest.mark.slow
+def test_ab_index_smoke():
+    proc = run_bench("ab_index.py", None, "HEAD", "--size", "20", "--runs", "1")
+    rows = {line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith("| ")}
+    assert {"HEAD", "USE alone"} <= rows
+    worktrees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
+    assert "newsdesk-ab-" not in worktrees  # the temporary checkouts are removed
