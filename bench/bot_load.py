@@ -3,6 +3,7 @@
     python bench/bot_load.py                      # levels 1,10,50; 3 alternating runs
     python bench/bot_load.py --chats 1,2 --quick  # smoke test
     python bench/bot_load.py --fast               # stage 1 only: the same without e5 on the answer path
+    python bench/bot_load.py --both               # both bots side by side, taking turns: both reports
 
 The real bot (``newsdesk bot`` in its own process, offline mode: no OpenAI key) runs against the fake Telegram
 Bot API server of ``tests/fake_telegram.py`` on 127.0.0.1 (long polling over real HTTP), on an index of
@@ -23,6 +24,7 @@ apology, nothing is sent to a chat that did not ask, and no Bot API method unkno
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -129,45 +131,71 @@ class Load:
             self.problems.append(f"Bot API calls the fake does not know: {self.tg.unknown[:5]}")
 
 
-def run(args, home: Path, scratch: Path) -> dict:
-    use_repo_imports()
-    from tests.fake_telegram import FakeTelegram
+class Bot:
+    """One `newsdesk bot` process on the index in ``home``, against its own fake Bot API server."""
 
-    levels = args.levels
-    samples: dict[int, list[list[float]]] = {n: [] for n in levels}
-    with FakeTelegram() as tg:
-        env = clean_env(home, TELEGRAM_BOT_TOKEN=tg.token, TELEGRAM_API_BASE_URL=tg.base_url,
+    def __init__(self, name: str, home: Path, scratch: Path, args) -> None:
+        self.name, self.home, self.scratch, self.args = name, home, scratch, args
+        self.samples: dict[int, list[list[float]]] = {n: [] for n in args.levels}
+
+    def __enter__(self) -> Bot:
+        from tests.fake_telegram import FakeTelegram
+
+        self.tg = FakeTelegram().start()
+        env = clean_env(self.home, TELEGRAM_BOT_TOKEN=self.tg.token, TELEGRAM_API_BASE_URL=self.tg.base_url,
                         NEWSDESK_LOG_LEVEL="WARNING")
-        bot_log = scratch / "bot.log"  # a file, not a pipe: a pipe nobody reads would block a chatty bot
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "bot"], env=env, cwd=scratch,
-                                stdout=subprocess.DEVNULL, stderr=bot_log.open("w"), text=True)
-        load = Load(tg, seed_questions(), args.timeout)
+        # a file, not a pipe: a pipe nobody reads would block a chatty bot
+        self.bot_log = self.scratch / f"bot-{self.name}.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "bot"], env=env, cwd=self.scratch,
+                                     stdout=subprocess.DEVNULL, stderr=self.bot_log.open("w"), text=True)
+        self.load = Load(self.tg, seed_questions(), self.args.timeout)
         try:
-            tg.wait(lambda: tg.calls_of("setMyCommands") or proc.poll() is not None, timeout=120)
-            if proc.poll() is not None:
-                raise SystemExit(f"the bot exited ({proc.returncode}): {bot_log.read_text()[-2000:]}")
+            self.tg.wait(lambda: self.tg.calls_of("setMyCommands") or self.proc.poll() is not None, timeout=120)
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the bot exited ({self.proc.returncode}): {self.bot_log.read_text()[-2000:]}")
             started = time.monotonic()
-            load.burst(1)  # warm-up: the models are loaded (not counted)
-            log(f"bot up; warm-up answer in {time.monotonic() - started:.1f} s")
-            cpu0 = _cpu(proc.pid)
-            for run_no in range(args.runs):
-                for n in levels:
-                    if n == 1:
-                        got = [t for _ in range(args.single) for t in load.burst(1)]
-                    else:
-                        got = [t for _ in range(args.bursts if n <= 10 else 1) for t in load.burst(n)]
-                    samples[n].append(got)
-                    log(f"  run {run_no + 1}, {n} chat(s): p50 {percentile(got, 50):.2f} s, "
-                        f"p95 {percentile(got, 95):.2f} s ({len(got)} answers)")
-            rss = rss_mb(proc.pid)
-            cpu = _cpu(proc.pid) - cpu0
-            load.check_strays()
-            errors = [line for line in bot_log.read_text().splitlines() if " ERROR " in line]
-            load.problems.extend(f"bot log: {line}" for line in errors[:20])
-        finally:
-            stop(proc, timeout=20)
-    return {"samples": samples, "problems": load.problems, "asked": load.asked, "bot_rss_mb": rss,
-            "bot_cpu_s": cpu}
+            self.load.burst(1)  # warm-up: the models are loaded (not counted)
+            log(f"{self.name} bot up; warm-up answer in {time.monotonic() - started:.1f} s")
+            self.cpu0 = _cpu(self.proc.pid)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stop(self.proc, timeout=20)
+        self.tg.stop()
+
+    def level(self, n: int, run_no: int) -> None:
+        args = self.args
+        if n == 1:
+            got = [t for _ in range(args.single) for t in self.load.burst(1)]
+        else:
+            got = [t for _ in range(args.bursts if n <= 10 else 1) for t in self.load.burst(n)]
+        self.samples[n].append(got)
+        log(f"  {self.name}, run {run_no + 1}, {n} chat(s): p50 {percentile(got, 50):.2f} s, "
+            f"p95 {percentile(got, 95):.2f} s ({len(got)} answers)")
+
+    def result(self) -> dict:
+        rss, cpu = rss_mb(self.proc.pid), _cpu(self.proc.pid) - self.cpu0
+        self.load.check_strays()
+        errors = [line for line in self.bot_log.read_text().splitlines() if " ERROR " in line]
+        self.load.problems.extend(f"bot log: {line}" for line in errors[:20])
+        return {"samples": self.samples, "problems": self.load.problems, "asked": self.load.asked,
+                "bot_rss_mb": rss, "bot_cpu_s": cpu}
+
+
+def run(args, homes: dict[str, Path], scratch: Path) -> dict[str, dict]:
+    """Every bot in ``homes`` up at once; levels alternate (1, 10, 50, …) and, within a level, the bots take
+    turns, so that a slow spell of the machine hits each of them."""
+    use_repo_imports()
+    with contextlib.ExitStack() as stack:
+        bots = [stack.enter_context(Bot(name, home, scratch, args)) for name, home in homes.items()]
+        for run_no in range(args.runs):
+            for n in args.levels:
+                for bot in bots:
+                    bot.level(n, run_no)
+        return {bot.name: bot.result() for bot in bots}
 
 
 def _cpu(pid: int) -> float:
@@ -189,28 +217,36 @@ def main() -> int:
     parser.add_argument("--no-wait", action="store_true", help="don't wait for a quiet machine")
     parser.add_argument("--fast", action="store_true",
                         help="index stage 1 only (no e5 on the answer path); reports go to bot_load_fast.*")
+    parser.add_argument("--both", action="store_true",
+                        help="both bots side by side, taking turns (bot_load.* and bot_load_fast.*)")
     args = parser.parse_args()
     args.levels = sorted({int(x) for x in args.chats.split(",") if x.strip()})
-    args.name = "bot_load_fast" if args.fast else "bot_load"
     if args.quick:
         args.runs, args.single, args.bursts = 1, 2, 1
+    names = ["bot_load", "bot_load_fast"] if args.both else ["bot_load_fast" if args.fast else "bot_load"]
     info = machine_info(wait_for_quiet(skip=args.quick or args.no_wait))
     with tempfile.TemporaryDirectory(prefix="newsdesk-bot-load-") as tmp:
         scratch = Path(tmp)
-        home = scratch / "home"
-        log(f"indexing examples/articles ({'stage 1 only' if args.fast else 'both stages'})")
-        fast = ["--fast"] if args.fast else []
-        run_json([sys.executable, "-m", "bot.cli", "index", str(EXAMPLES), "--json", *fast], clean_env(home))
-        stats = run_json([sys.executable, "-m", "bot.cli", "stats", "--json"], clean_env(home))
-        result = run(args, home, scratch)
-    md, fig, data = report(args, result, stats, info)
-    for path in write_report(args.out, args.name, md, data, fig):
-        log(f"wrote {path}")
-    print(md)
-    return 1 if result["problems"] else 0
+        homes, stats = {}, {}
+        for name in names:
+            homes[name] = scratch / name
+            fast = ["--fast"] if name == "bot_load_fast" else []
+            log(f"indexing examples/articles for {name} ({'stage 1 only' if fast else 'both stages'})")
+            run_json([sys.executable, "-m", "bot.cli", "index", str(EXAMPLES), "--json", *fast],
+                     clean_env(homes[name]))
+            stats[name] = run_json([sys.executable, "-m", "bot.cli", "stats", "--json"], clean_env(homes[name]))
+        results = run(args, homes, scratch)
+    problems = False
+    for name in names:
+        md, fig, data = report(args, name, results[name], stats[name], info, others=len(names) - 1)
+        for path in write_report(args.out, name, md, data, fig):
+            log(f"wrote {path}")
+        print(md)
+        problems = problems or bool(results[name]["problems"])
+    return 1 if problems else 0
 
 
-def report(args, result: dict, stats: dict, info: dict):
+def report(args, name: str, result: dict, stats: dict, info: dict, others: int = 0):
     levels = args.levels
     samples = result["samples"]
     summary = {}
@@ -243,12 +279,16 @@ def report(args, result: dict, stats: dict, info: dict):
         goal = (f"Goal: p95 with 10 chats ≤ 2× single-chat p95 — **{'met' if ok else 'missed'}** "
                 f"(ratio {ratios[10]:.2f}: {summary[10]['p95_s']:.2f} s vs {summary[1]['p95_s']:.2f} s).")
     answered = max(result['asked'] - 1, 1)
-    stages = ("stage 1 only (`--fast`: no e5 question encoding, the sentence re-rank instead)" if args.fast
+    fast = name == "bot_load_fast"
+    stages = ("stage 1 only (`--fast`: no e5 question encoding, the sentence re-rank instead)" if fast
               else "both stages")
+    turns = ("\n\nThe other bot of `--both` (the other index) ran at the same time, idle while this one was "
+             "asked: the two took turns at each level, so that a slow spell of the machine hit both."
+             if others else "")
     md = f"""# The Telegram bot under load
 
 Command: `{command_line()}` ({args.runs} alternating run(s); level 1: {args.single} questions one after the
-other per run; 10 chats: {args.bursts} burst(s) per run; larger levels: one burst per run; medians over runs).
+other per run; 10 chats: {args.bursts} burst(s) per run; larger levels: one burst per run; medians over runs).{turns}
 
 {machine_note(info, load_1min())}
 
@@ -260,7 +300,7 @@ message.
 
 {table}
 
-![bot latency]({args.name}.png)
+![bot latency]({name}.png)
 
 {goal}
 

@@ -84,9 +84,11 @@ def test_search_scale_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_bot_load_smoke(tmp_path):
-    run_bench("bot_load.py", tmp_path, "--chats", "1,2", "--quick")
-    data = assert_report(tmp_path, "bot_load", "No message lost or answered twice")
-    assert data["problems"] == [] and data["summary"]["2"]["answers"] == 2
+    run_bench("bot_load.py", tmp_path, "--chats", "1,2", "--quick", "--both")
+    for name, stage in (("bot_load", "both stages"), ("bot_load_fast", "stage 1 only")):
+        data = assert_report(tmp_path, name, "No message lost or answered twice", stage, "took turns")
+        assert data["problems"] == [] and data["summary"]["2"]["answers"] == 2
+        assert data["stats"]["accurate"]["passages"] == (0 if name == "bot_load_fast" else data["stats"]["chunks"])
 
 
 @pytest.mark.slow
