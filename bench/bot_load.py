@@ -321,7 +321,8 @@ Bot process after the run: RSS {result['bot_rss_mb']:.0f} MB; {result['bot_cpu_s
     ax.set_xticklabels([str(n) for n in levels])
     ax.set_xlabel("chats asking at once")
     ax.set_ylabel("message → final reply (s)")
-    ax.set_title("newsdesk bot, offline mode, fake Bot API on 127.0.0.1")
+    ax.set_title(f"newsdesk bot, offline mode, {'stage 1 only' if fast else 'both stages'}; fake Bot API on 127.0.0.1",
+                 fontsize=10)
     ax.legend()
     data = {"machine": info, "levels": levels, "summary": {str(k): v for k, v in summary.items()},
             "ratios_p95_vs_single": {str(k): v for k, v in ratios.items()}, "problems": problems,
