@@ -13,7 +13,6 @@ process per revision, and USE alone ÷ that (the index_scale ratio).
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,18 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, clean_env, log, markdown_table, median, timed_run, write_corpus  # noqa: E402
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def timed(cmd: list[str], env: dict) -> tuple[float, float]:
-    cpu = _cpu()
-    wall, _ = timed_run(cmd, env)
-    return wall, _cpu() - cpu
+from bench.common import ROOT, clean_env, log, markdown_table, median, timed_cpu_run, write_corpus  # noqa: E402
 
 
 def worktree(rev: str, into: Path) -> Path:
@@ -60,10 +48,11 @@ def main() -> int:
                 for rev, tree in trees.items():
                     env = clean_env(scratch / f"home-{rev}-{n}")
                     env["PYTHONPATH"] = str(tree)
-                    results[rev].append(timed([sys.executable, "-m", "bot.cli", "index", str(corpus), "--fast",
-                                               "--json"], env))
-                results["USE alone"].append(timed([sys.executable, str(Path(__file__).with_name("index_scale.py")),
-                                                   "--encoder-only", str(corpus), "--stage", "use"], clean_env()))
+                    results[rev].append(timed_cpu_run([sys.executable, "-m", "bot.cli", "index", str(corpus),
+                                                       "--fast", "--json"], env)[:2])
+                encoder = [sys.executable, str(Path(__file__).with_name("index_scale.py")), "--encoder-only",
+                           str(corpus), "--stage", "use"]
+                results["USE alone"].append(timed_cpu_run(encoder, clean_env())[:2])
                 log(f"run {n + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f} s" for k, v in results.items()))
         finally:
             for tree in trees.values():

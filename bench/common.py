@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -220,6 +221,19 @@ def timed_run(cmd: Sequence[str], env: dict, timeout: float = 3600) -> tuple[flo
     started = time.perf_counter()
     out = run_json(cmd, env, timeout)
     return time.perf_counter() - started, out
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_cpu_run(cmd: Sequence[str], env: dict) -> tuple[float, float, dict]:
+    """Wall and CPU seconds of a whole process, and its JSON output. CPU time is what the work cost whatever
+    else the machine was doing; wall time is what a user waits."""
+    cpu = _children_cpu()
+    wall, out = timed_run(cmd, env)
+    return wall, _children_cpu() - cpu, out
 
 
 def rss_mb(pid: int, children: bool = True) -> float:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -50,7 +49,7 @@ from bench.common import (  # noqa: E402
     markdown_table,
     median,
     pyplot,
-    timed_run,
+    timed_cpu_run,
     use_repo_imports,
     wait_for_quiet,
     write_corpus,
@@ -124,19 +123,6 @@ def encoder_only(folder: Path, stage: str) -> dict:
 
 # -- the two sides, as whole processes -----------------------------------------------------------------------
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def timed(cmd: list[str], env: dict) -> tuple[float, float, dict]:
-    """Wall and CPU seconds of a whole process, and its JSON output. CPU time is what the work cost whatever
-    else the machine was doing; wall time is what a user waits."""
-    cpu = _children_cpu()
-    wall, out = timed_run(cmd, env)
-    return wall, _children_cpu() - cpu, out
-
-
 def index_cmd(folder: Path, fast: bool) -> list[str]:
     return [sys.executable, "-m", "bot.cli", "index", str(folder), "--json"] + (["--fast"] if fast else [])
 
@@ -149,11 +135,11 @@ def stage1_runs(folder: Path, scratch: Path, runs: int, label: str) -> dict:
     rows = {"index": [], "encoder": [], "ours": []}
     for n in range(runs):  # alternate, so that a busy spell on the machine hits both sides
         home = scratch / f"home-{label}-{n}"
-        wall, cpu, report = timed(index_cmd(folder, fast=True), clean_env(home))
+        wall, cpu, report = timed_cpu_run(index_cmd(folder, fast=True), clean_env(home))
         rows["index"].append({"wall": wall, "cpu": cpu, "inner": report["seconds"],
                               "passages": report["chunks"]})
         for side, stage in (("encoder", "use"), ("ours", "use-ours")):
-            wall, cpu, enc = timed(encoder_cmd(folder, stage), clean_env())
+            wall, cpu, enc = timed_cpu_run(encoder_cmd(folder, stage), clean_env())
             rows[side].append({"wall": wall, "cpu": cpu, "inner": enc["encode_s"], "passages": enc["passages"]})
         log(f"  {label} run {n + 1}: index --fast {rows['index'][-1]['wall']:.1f} s, "
             f"USE alone {rows['encoder'][-1]['wall']:.1f} s, the indexer's USE driver alone "
@@ -165,16 +151,16 @@ def stage2_runs(folder: Path, scratch: Path, runs: int) -> dict:
     rows = {"index": [], "encoder": [], "stage1": []}
     for n in range(runs):
         home = scratch / f"home-s2-{n}"
-        wall, cpu, report = timed(index_cmd(folder, fast=True), clean_env(home))  # stage 1 (not compared)
+        wall, cpu, report = timed_cpu_run(index_cmd(folder, fast=True), clean_env(home))  # stage 1 (not compared)
         rows["stage1"].append({"wall": wall, "cpu": cpu, "inner": report["seconds"],
                                "passages": report["chunks"]})
-        wall, cpu, report = timed(index_cmd(folder, fast=False), clean_env(home))
+        wall, cpu, report = timed_cpu_run(index_cmd(folder, fast=False), clean_env(home))
         if report.get("added") or report.get("updated"):
             log("  warning: the stage-2 run re-indexed stage 1")
         stats = json.loads(_cli_json(["stats", "--json"], home))
         acc = stats["accurate"]["passages"]
         rows["index"].append({"wall": wall, "cpu": cpu, "inner": None, "passages": acc})
-        wall, cpu, enc = timed(encoder_cmd(folder, "e5"), clean_env())
+        wall, cpu, enc = timed_cpu_run(encoder_cmd(folder, "e5"), clean_env())
         rows["encoder"].append({"wall": wall, "cpu": cpu, "inner": enc["encode_s"],
                                  "passages": enc["passages"]})
         log(f"  stage-2 run {n + 1}: newsdesk index (stage 2) {rows['index'][-1]['wall']:.1f} s for {acc} "
@@ -206,19 +192,21 @@ def compare(rows: dict) -> dict:
     idx, enc = side_summary(rows["index"]), side_summary(rows["encoder"])
     if idx["passages"] != enc["passages"]:
         log(f"warning: the indexer wrote {idx['passages']} passages, the encoder saw {enc['passages']}")
-    pairs = list(zip(rows["index"], rows["encoder"], strict=False))
-    per_run = [(i["passages"] / i["wall"]) / (e["passages"] / e["wall"]) for i, e in pairs]
-    cpu_per_run = [(i["passages"] / i["cpu"]) / (e["passages"] / e["cpu"]) for i, e in pairs]
+    per_run, cpu_per_run = _per_run(rows, "encoder", "wall"), _per_run(rows, "encoder", "cpu")
     # the median of the alternating pairs' ratios: a busy spell hits both sides of a pair
     out = {"index": idx, "encoder": enc, "ratio": median(per_run), "cpu_ratio": median(cpu_per_run),
            "cpu_ratio_per_run": [round(r, 3) for r in cpu_per_run],
            "ratio_per_run": [round(r, 3) for r in per_run]}
     if rows.get("ours"):
-        ours = [(i["passages"] / i["wall"]) / (o["passages"] / o["wall"]) for i, o in zip(rows["index"], rows["ours"],
-                                                                                          strict=False)]
         out["ours"] = side_summary(rows["ours"])
-        out["ours_ratio"] = median(ours)
+        out["ours_ratio"] = median(_per_run(rows, "ours", "wall"))
     return out
+
+
+def _per_run(rows: dict, side: str, key: str) -> list[float]:
+    """Per alternating pair of runs: the indexer's throughput ÷ ``side``'s, by ``key`` (wall or cpu) seconds."""
+    return [(i["passages"] / i[key]) / (o["passages"] / o[key])
+            for i, o in zip(rows["index"], rows[side], strict=False)]
 
 
 # -- main ----------------------------------------------------------------------------------------------------
@@ -304,10 +292,9 @@ def report(results: dict, sizes: list[int], args, info: dict):
                             "encoder alone, s", "passages/s", "ratio (wall)", "ratio per run",
                             "ratio (CPU time)", "in-process passages/s (index / encoder)"],
                            rows)
-    ours_rows = [[f"{_label(size)} (stage 1)", fmt(results["stage1"][size]["index"]["wall_s"]),
-                  fmt(results["stage1"][size]["encoder"]["wall_s"]), fmt(results["stage1"][size]["ours"]["wall_s"]),
-                  f"{results['stage1'][size]['ours_ratio']:.2f}"]
-                 for size in sizes if "ours" in results["stage1"][size]]
+    ours_rows = [[f"{_label(size)} (stage 1)", fmt(r["index"]["wall_s"]), fmt(r["encoder"]["wall_s"]),
+                  fmt(r["ours"]["wall_s"]), f"{r['ours_ratio']:.2f}"]
+                 for size, r in results["stage1"].items() if "ours" in r]
     ours_table = markdown_table(["corpus", "newsdesk index, s", "USE alone (`encode`), s",
                                  "the indexer's USE driver alone, s", "ratio against that driver"], ours_rows)
     complete_rows = []

@@ -126,7 +126,7 @@ class UseEmbedder(Embedder):
                 # instead (see ``_bulk``), and the small matrix products elsewhere gain nothing from a second
                 # thread, whose spinning after each product cost ~35 ms of CPU per answer.
                 threadpool_limits(limits=1, user_api="blas")
-                _MODELS["use"] = USE(threads=threads)
+                _MODELS["use"] = USE(threads=1)  # its own per-call BLAS limit: one thread, see _passages
         self._model = _MODELS["use"]
 
     def _passages(self, texts: list[str], bulk: bool) -> np.ndarray:
@@ -134,7 +134,6 @@ class UseEmbedder(Embedder):
         # sentences and fight the other model's threads for the cores (measured: ~190 ms -> a few ms per call).
         # Bulk calls: split across ``threads`` Python threads of one BLAS thread each, see ``_bulk``.
         backend = self._model._model
-        backend.threads = 1
         if not bulk or self.threads < 2 or len(texts) < 2:
             return backend.encode(texts)
         return self._bulk(backend, texts)

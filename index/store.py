@@ -248,14 +248,14 @@ class Store:
     def _delete_articles(self, article_ids: Sequence[str]) -> None:
         ids = list(article_ids)
         where = {"article_id": ids[0]} if len(ids) == 1 else {"article_id": {"$in": ids}}
-        registry = self._collection("articles", create=False)
-        if registry is not None:
-            registry.delete(ids=ids)
-        self._collection("passages").delete(where=where)
-        for kind in ("accurate", "texts"):
+        for kind in ("articles", "texts"):  # records keyed by the article id
             col = self._collection(kind, create=False)
             if col is not None:
-                col.delete(**({"where": where} if kind == "accurate" else {"ids": ids}))
+                col.delete(ids=ids)
+        self._collection("passages").delete(where=where)
+        accurate = self._collection("accurate", create=False)
+        if accurate is not None:
+            accurate.delete(where=where)
 
     @_wrap("removing an article")
     def remove_article(self, article_id: str) -> None:
