@@ -179,8 +179,9 @@ class Bot:
     def result(self) -> dict:
         rss, cpu = rss_mb(self.proc.pid), _cpu(self.proc.pid) - self.cpu0
         self.load.check_strays()
-        errors = [line for line in self.bot_log.read_text().splitlines() if " ERROR " in line]
-        self.load.problems.extend(f"bot log: {line}" for line in errors[:20])
+        # the bot runs at WARNING: anything it logged is a problem (an update it could not handle, an error)
+        logged = [line for line in self.bot_log.read_text().splitlines() if " WARNING " in line or " ERROR " in line]
+        self.load.problems[:0] = [f"bot log: {line}" for line in logged[:20]]
         return {"samples": self.samples, "problems": self.load.problems, "asked": self.load.asked,
                 "bot_rss_mb": rss, "bot_cpu_s": cpu}
 

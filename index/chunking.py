@@ -11,6 +11,11 @@ import re
 
 from .types import Chunk
 
+# The passages an article is cut into, and what is embedded for each (``indexer.embed_text``), as a number kept
+# in the article registry. Bump it whenever either changes for the same text: re-indexing then treats every
+# article written by another version as changed and cuts and embeds it again, as it does an edited article.
+VERSION = 1
+
 MIN_PASSAGE = 80  # a shorter paragraph (a headline, a byline) is joined to the next one
 MAX_PASSAGE = 2100  # a longer paragraph is cut at sentence ends into pieces of about TARGET_PASSAGE
 TARGET_PASSAGE = 1000

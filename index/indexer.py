@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .chunking import chunk_article
+from .chunking import VERSION as CHUNKER_VERSION, chunk_article
 from .embedding import Embedder
 from .llama_embedding import LlamaEmbedding
 from . import loaders
 from .progress import Progress
 from .settings import Settings
-from .store import Store
+from .store import Store, chunker_version
 from .types import Article, Chunk, Failure, IndexReport
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ def embed_text(title: str | None, text: str) -> str:
 
 
 def plan(articles: Sequence[Article], registry: dict[str, dict], report: IndexReport) -> list[_Pending]:
-    """Decide per article: unchanged (skip), new, or changed; duplicates within one batch fail."""
+    """Decide per article: unchanged (skip), new, or changed; duplicates within one batch fail. An article
+    cut by another chunker version counts as changed: it is cut and embedded again."""
     todo, seen = [], set()
     for article in articles:
         if article.id in seen:
@@ -56,7 +57,8 @@ def plan(articles: Sequence[Article], registry: dict[str, dict], report: IndexRe
             continue
         seen.add(article.id)
         old = registry.get(article.id)
-        if old is not None and old.get("hash") == article.content_hash:
+        if (old is not None and old.get("hash") == article.content_hash
+                and chunker_version(old) == CHUNKER_VERSION):
             report.unchanged += 1
             continue
         todo.append(_Pending(article, chunk_article(article.id, article.text), is_new=old is None))

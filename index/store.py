@@ -37,6 +37,7 @@ from chromadb.config import Settings as ChromaSettings
 from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
+from .chunking import VERSION as CHUNKER_VERSION
 from .errors import EmbedderMismatchError, StoreError
 from .settings import Settings
 from .types import Article, Chunk
@@ -56,6 +57,12 @@ class StoredPassage:
     start: int
     end: int
     score: float = 0.0  # cosine similarity, for query results
+
+
+def chunker_version(record: dict) -> int:
+    """The chunker version an article's registry record was written with (records from before the version
+    was kept: 1, the chunker they were all cut by)."""
+    return int(record.get("chunker", 1))
 
 
 def _wrap(action: str):
@@ -184,8 +191,10 @@ class Store:
 
     @_wrap("reading the article registry")
     def article_hashes(self) -> dict[str, str]:
-        """Article id -> content hash of every article in the registry."""
-        return {article_id: str(meta.get("hash", "")) for article_id, meta in self.articles().items()}
+        """Article id -> what its passages were made from: the content hash and the chunker version (an
+        article cut again by a new chunker has other passages: see ``chunker_version``)."""
+        return {article_id: f"{meta.get('hash', '')}/{chunker_version(meta)}"
+                for article_id, meta in self.articles().items()}
 
     @_wrap("reading the article registry")
     def article_meta(self, article_ids: Sequence[str]) -> dict[str, dict]:
@@ -237,6 +246,7 @@ class Store:
             "published": article.published or "", "url": article.url or "", "lang": article.lang or "",
             "origin": article.origin or "",
             "root": article.root or "", "hash": article.content_hash, "chunks": len(chunks),
+            "chunker": CHUNKER_VERSION,
             "text_chars": len(article.text),
         } for article, chunks, _ in items]
         ids = [article.id for article, _, _ in items]

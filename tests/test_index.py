@@ -499,6 +499,51 @@ def test_an_index_from_before_the_texts_collection_still_checks_quotes(tmp_path)
     assert index(docs, home=home)["unchanged"] == 1
 
 
+_OLDER_CHUNKER = r"""
+import numpy as np
+from index.settings import Settings
+from index.store import Store
+from index.types import Article, Chunk
+store = Store(Settings.load(env_file=None))
+for article_id, record in store.articles().items():
+    text = store.article_text(article_id)
+    spans = sorted((p.start, p.end) for p, _ in store.iter_passages() if p.article_id == article_id)
+    # an older chunker: passages twice as long (each pair of today's passages as one)
+    pairs = [(spans[i][0], spans[min(i + 1, len(spans) - 1)][1]) for i in range(0, len(spans), 2)]
+    chunks = [Chunk(f"{article_id}#{i}", article_id, i, text[s:e], s, e) for i, (s, e) in enumerate(pairs)]
+    vectors = np.vstack([store.get_passage_vectors([f"{article_id}#{i}"])[f"{article_id}#{i}"]
+                         for i in range(len(chunks))])
+    store.write_articles([(Article(article_id, record["title"], text), chunks, vectors)], "use-m3", 512)
+    store._collection("articles").upsert(ids=[article_id], embeddings=[[1.0]],
+                                         metadatas=[{**record, "chunks": len(chunks), "chunker": 0}])
+"""
+
+
+def test_reindexing_cuts_again_what_an_older_chunker_cut(tmp_path):
+    """After an upgrade that changes how articles are cut into passages, re-indexing the same, unchanged
+    files replaces each article's old passages with the new cut (as for an edited article), once."""
+    docs = copy_articles(tmp_path / "docs", EXAMPLE)
+    home, fresh = tmp_path / "home", tmp_path / "fresh"
+    index(docs, home=home)
+    index(docs, home=fresh)
+    proc = subprocess.run([sys.executable, "-c", _OLDER_CHUNKER], capture_output=True, text=True,
+                          env=cli_env(home), timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    old, want = dump(home), dump(fresh)
+    assert old["articles"][KARABAKH]["hash"] == want["articles"][KARABAKH]["hash"]  # the text is the same
+    assert len(old["passages"]) < len(want["passages"])
+
+    report = index(docs, home=home)
+    assert (report["updated"], report["unchanged"], report["chunks"]) == (1, 0, len(want["passages"]))
+    got = dump(home)
+    assert sorted(got["passages"]) == sorted(want["passages"])  # no old passage left, none twice
+    assert got["articles"][KARABAKH]["chunker"] == chunking.VERSION
+    new_texts = {p[2] for p in want["passages"]}
+    merged = next(p[2] for p in old["passages"] if p[2] not in new_texts)
+    assert {h["text"] for h in search(merged[:300], home, k=10)} <= new_texts
+    assert index(docs, home=home)["unchanged"] == 1
+
+
 def test_prune_removes_only_what_left_the_given_folder(tmp_path):
     a = copy_articles(
         tmp_path / "a",
