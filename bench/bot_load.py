@@ -240,14 +240,49 @@ def main() -> int:
             run_json([sys.executable, "-m", "bot.cli", "index", str(EXAMPLES), "--json", *fast], env)
             stats[name] = run_json([sys.executable, "-m", "bot.cli", "stats", "--json"], env)
         results = run(args, homes, scratch, settings)
+        for name in names:  # after the run: a stage-1-only bot must still have no stage-2 vectors
+            env = clean_env(homes[name], **settings[name])
+            results[name]["stats_after"] = run_json([sys.executable, "-m", "bot.cli", "stats", "--json"], env)
     problems = False
+    datas = {}
     for name in names:
-        md, fig, data = report(args, name, results[name], stats[name], info, others=len(names) - 1)
-        for path in write_report(args.out, name, md, data, fig):
+        md, fig, datas[name] = report(args, name, results[name], stats[name], info, others=len(names) - 1)
+        for path in write_report(args.out, name, md, datas[name], fig):
             log(f"wrote {path}")
         print(md)
         problems = problems or bool(results[name]["problems"])
+    if len(names) > 1:
+        fig = comparison_chart(datas)
+        fig.tight_layout()
+        fig.savefig(args.out / "bot_load_both.png", dpi=110)
+        log(f"wrote {args.out / 'bot_load_both.png'}")
     return 1 if problems else 0
+
+
+LABELS = {"bot_load": "both stages", "bot_load_fast": "stage 1 only (NEWSDESK_ACCURATE=off)"}
+
+
+def comparison_chart(datas: dict[str, dict]):
+    """The bots of one ``--both`` run on one chart: p50 and p95 per level, each bot's 2× goal line."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    for n, (name, data) in enumerate(datas.items()):
+        levels, summary, color = data["levels"], data["summary"], f"C{n}"
+        ax.plot(levels, [summary[str(x)]["p95_s"] for x in levels], "o-", color=color,
+                label=f"{LABELS.get(name, name)}: p95")
+        ax.plot(levels, [summary[str(x)]["p50_s"] for x in levels], "o--", color=color, alpha=0.6,
+                label=f"{LABELS.get(name, name)}: p50")
+        if "1" in summary:
+            ax.axhline(2 * summary["1"]["p95_s"], color=color, lw=0.8, ls=":",
+                       label=f"{LABELS.get(name, name)}: goal at 10 chats (2× 1-chat p95)")
+    ax.set_xscale("log")
+    ax.set_xticks(levels)
+    ax.set_xticklabels([str(x) for x in levels])
+    ax.set_xlabel("chats asking at once")
+    ax.set_ylabel("message → final reply (s)")
+    ax.set_title("newsdesk bot, offline mode: both stages vs stage 1 only (one run, taking turns)", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
 
 
 def report(args, name: str, result: dict, stats: dict, info: dict, others: int = 0):
@@ -288,8 +323,8 @@ def report(args, name: str, result: dict, stats: dict, info: dict, others: int =
               "question encoding, the sentence re-rank instead)" if fast
               else "both stages")
     turns = ("\n\nThe other bot of `--both` (the other index) ran at the same time, idle while this one was "
-             "asked: the two took turns at each level, so that a slow spell of the machine hit both."
-             if others else "")
+             "asked: the two took turns at each level, so that a slow spell of the machine hit both. Both on one "
+             "chart: [bot_load_both.png](bot_load_both.png)." if others else "")
     md = f"""# The Telegram bot under load
 
 Command: `{command_line()}` ({args.runs} alternating run(s); level 1: {args.single} questions one after the
@@ -332,7 +367,7 @@ Bot process after the run: RSS {result['bot_rss_mb']:.0f} MB; {result['bot_cpu_s
     data = {"machine": info, "levels": levels, "summary": {str(k): v for k, v in summary.items()},
             "ratios_p95_vs_single": {str(k): v for k, v in ratios.items()}, "problems": problems,
             "samples_s": {str(k): v for k, v in samples.items()}, "bot_rss_mb": result["bot_rss_mb"],
-            "bot_cpu_s": result["bot_cpu_s"], "stats": stats}
+            "bot_cpu_s": result["bot_cpu_s"], "stats": stats, "stats_after": result.get("stats_after")}
     return md, fig, data
 
 

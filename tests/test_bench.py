@@ -88,7 +88,9 @@ def test_bot_load_smoke(tmp_path):
     for name, stage in (("bot_load", "both stages"), ("bot_load_fast", "stage 1 only")):
         data = assert_report(tmp_path, name, "No message lost or answered twice", stage, "took turns")
         assert data["problems"] == [] and data["summary"]["2"]["answers"] == 2
-        assert data["stats"]["accurate"]["passages"] == (0 if name == "bot_load_fast" else data["stats"]["chunks"])
+        for stats in (data["stats"], data["stats_after"]):  # the stage-1 bot did not fill in stage 2 itself
+            assert stats["accurate"]["passages"] == (0 if name == "bot_load_fast" else stats["chunks"])
+    assert (tmp_path / "bot_load_both.png").stat().st_size > 10_000  # both bots on one chart
 
 
 @pytest.mark.slow
