@@ -231,6 +231,9 @@ class FakeTelegram:
 def _handler(fake: FakeTelegram):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # a response goes out as two writes (headers, then body): with Nagle's algorithm on, the body waits for the
+        # client's delayed ACK of the headers, ~40 ms on every keep-alive request, which real servers do not add
+        disable_nagle_algorithm = True
 
         def log_message(self, *args) -> None:
             pass
