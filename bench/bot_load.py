@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from dataclasses import dataclass, field
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,28 @@ from bench.common import (  # noqa: E402
 )
 
 SEED = SHARED / "eval" / "seed-questions.jsonl"
+STATS = [sys.executable, "-m", "bot.cli", "stats", "--json"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One bot setup, named after its report."""
+
+    stages: str  # for charts and logs
+    description: str  # for the report
+    index_args: tuple[str, ...] = ()  # extra `newsdesk index` arguments
+    settings: dict = field(default_factory=dict)  # NEWSDESK_ settings of the index and the bot
+
+
+VARIANTS = {
+    "bot_load": Variant("both stages", "both stages"),
+    # NEWSDESK_ACCURATE=off for the bot too: else it fills in the stage-2 vectors itself within seconds
+    "bot_load_fast": Variant(
+        "stage 1 only (NEWSDESK_ACCURATE=off)",
+        "stage 1 only (`--fast`: indexed with `--fast` and the bot run with `NEWSDESK_ACCURATE=off`: no e5 "
+        "question encoding, the sentence re-rank instead)",
+        ("--fast",), {"NEWSDESK_ACCURATE": "off"}),
+}
 SETTLE = 1.0  # seconds without a new sendMessage before a burst counts as fully answered
 
 
@@ -135,9 +158,8 @@ class Load:
 class Bot:
     """One `newsdesk bot` process on the index in ``home``, against its own fake Bot API server."""
 
-    def __init__(self, name: str, home: Path, scratch: Path, args, settings: dict | None = None) -> None:
+    def __init__(self, name: str, home: Path, scratch: Path, args) -> None:
         self.name, self.home, self.scratch, self.args = name, home, scratch, args
-        self.settings = settings or {}  # NEWSDESK_ settings of this bot
         self.samples: dict[int, list[list[float]]] = {n: [] for n in args.levels}
 
     def __enter__(self) -> Bot:
@@ -145,7 +167,7 @@ class Bot:
 
         self.tg = FakeTelegram().start()
         env = clean_env(self.home, TELEGRAM_BOT_TOKEN=self.tg.token, TELEGRAM_API_BASE_URL=self.tg.base_url,
-                        NEWSDESK_LOG_LEVEL="WARNING", **self.settings)
+                        NEWSDESK_LOG_LEVEL="WARNING", **VARIANTS[self.name].settings)
         # a file, not a pipe: a pipe nobody reads would block a chatty bot
         self.bot_log = self.scratch / f"bot-{self.name}.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "bot"], env=env, cwd=self.scratch,
@@ -188,12 +210,12 @@ class Bot:
                 "bot_rss_mb": rss, "bot_cpu_s": cpu}
 
 
-def run(args, homes: dict[str, Path], scratch: Path, settings: dict[str, dict]) -> dict[str, dict]:
+def run(args, homes: dict[str, Path], scratch: Path) -> dict[str, dict]:
     """Every bot in ``homes`` up at once; levels alternate (1, 10, 50, …) and, within a level, the bots take
     turns, so that a slow spell of the machine hits each of them."""
     use_repo_imports()
     with contextlib.ExitStack() as stack:
-        bots = [stack.enter_context(Bot(name, home, scratch, args, settings[name])) for name, home in homes.items()]
+        bots = [stack.enter_context(Bot(name, home, scratch, args)) for name, home in homes.items()]
         for run_no in range(args.runs):
             for n in args.levels:
                 for bot in bots:
@@ -230,19 +252,17 @@ def main() -> int:
     info = machine_info(wait_for_quiet(skip=args.quick or args.no_wait))
     with tempfile.TemporaryDirectory(prefix="newsdesk-bot-load-") as tmp:
         scratch = Path(tmp)
-        homes, stats, settings = {}, {}, {}
+        homes = {name: scratch / name for name in names}
+        envs = {name: clean_env(homes[name], **VARIANTS[name].settings) for name in names}
+        stats = {}
         for name in names:
-            homes[name] = scratch / name
-            fast = ["--fast"] if name == "bot_load_fast" else []
-            settings[name] = {"NEWSDESK_ACCURATE": "off"} if fast else {}
-            log(f"indexing examples/articles for {name} ({'stage 1 only' if fast else 'both stages'})")
-            env = clean_env(homes[name], **settings[name])
-            run_json([sys.executable, "-m", "bot.cli", "index", str(EXAMPLES), "--json", *fast], env)
-            stats[name] = run_json([sys.executable, "-m", "bot.cli", "stats", "--json"], env)
-        results = run(args, homes, scratch, settings)
+            log(f"indexing examples/articles for {name} ({VARIANTS[name].stages})")
+            run_json([sys.executable, "-m", "bot.cli", "index", str(EXAMPLES), "--json",
+                      *VARIANTS[name].index_args], envs[name])
+            stats[name] = run_json(STATS, envs[name])
+        results = run(args, homes, scratch)
         for name in names:  # after the run: a stage-1-only bot must still have no stage-2 vectors
-            env = clean_env(homes[name], **settings[name])
-            results[name]["stats_after"] = run_json([sys.executable, "-m", "bot.cli", "stats", "--json"], env)
+            results[name]["stats_after"] = run_json(STATS, envs[name])
     problems = False
     datas = {}
     for name in names:
@@ -259,9 +279,6 @@ def main() -> int:
     return 1 if problems else 0
 
 
-LABELS = {"bot_load": "both stages", "bot_load_fast": "stage 1 only (NEWSDESK_ACCURATE=off)"}
-
-
 def comparison_chart(datas: dict[str, dict]):
     """The bots of one ``--both`` run on one chart: p50 and p95 per level, each bot's 2× goal line."""
     plt = pyplot()
@@ -269,20 +286,24 @@ def comparison_chart(datas: dict[str, dict]):
     for n, (name, data) in enumerate(datas.items()):
         levels, summary, color = data["levels"], data["summary"], f"C{n}"
         ax.plot(levels, [summary[str(x)]["p95_s"] for x in levels], "o-", color=color,
-                label=f"{LABELS.get(name, name)}: p95")
+                label=f"{VARIANTS[name].stages}: p95")
         ax.plot(levels, [summary[str(x)]["p50_s"] for x in levels], "o--", color=color, alpha=0.6,
-                label=f"{LABELS.get(name, name)}: p50")
+                label=f"{VARIANTS[name].stages}: p50")
         if "1" in summary:
             ax.axhline(2 * summary["1"]["p95_s"], color=color, lw=0.8, ls=":",
-                       label=f"{LABELS.get(name, name)}: goal at 10 chats (2× 1-chat p95)")
-    ax.set_xscale("log")
-    ax.set_xticks(levels)
-    ax.set_xticklabels([str(x) for x in levels])
-    ax.set_xlabel("chats asking at once")
-    ax.set_ylabel("message → final reply (s)")
-    ax.set_title("newsdesk bot, offline mode: both stages vs stage 1 only (one run, taking turns)", fontsize=10)
+                       label=f"{VARIANTS[name].stages}: goal at 10 chats (2× 1-chat p95)")
+    _latency_axes(ax, levels, "newsdesk bot, offline mode: both stages vs stage 1 only (one run, taking turns)")
     ax.legend(fontsize=8)
     return fig
+
+
+def _latency_axes(ax, levels: list[int], title: str) -> None:
+    ax.set_xscale("log")
+    ax.set_xticks(levels)
+    ax.set_xticklabels([str(n) for n in levels])
+    ax.set_xlabel("chats asking at once")
+    ax.set_ylabel("message → final reply (s)")
+    ax.set_title(title, fontsize=10)
 
 
 def report(args, name: str, result: dict, stats: dict, info: dict, others: int = 0):
@@ -318,10 +339,7 @@ def report(args, name: str, result: dict, stats: dict, info: dict, others: int =
         goal = (f"Goal: p95 with 10 chats ≤ 2× single-chat p95 — **{'met' if ok else 'missed'}** "
                 f"(ratio {ratios[10]:.2f}: {summary[10]['p95_s']:.2f} s vs {summary[1]['p95_s']:.2f} s).")
     answered = max(result['asked'] - 1, 1)
-    fast = name == "bot_load_fast"
-    stages = ("stage 1 only (`--fast`: indexed with `--fast` and the bot run with `NEWSDESK_ACCURATE=off`: no e5 "
-              "question encoding, the sentence re-rank instead)" if fast
-              else "both stages")
+    variant = VARIANTS[name]
     turns = ("\n\nThe other bot of `--both` (the other index) ran at the same time, idle while this one was "
              "asked: the two took turns at each level, so that a slow spell of the machine hit both. Both on one "
              "chart: [bot_load_both.png](bot_load_both.png)." if others else "")
@@ -334,7 +352,7 @@ other per run; 10 chats: {args.bursts} burst(s) per run; larger levels: one burs
 
 The real bot (`newsdesk bot`, its own process, offline mode) long-polls the fake Bot API server of
 `tests/fake_telegram.py` on 127.0.0.1. Index: `examples/articles` ({stats.get('articles')} article,
-{stats.get('chunks')} passages, {stages}). Questions: the {len(seed_questions())} seed questions about that
+{stats.get('chunks')} passages, {variant.description}). Questions: the {len(seed_questions())} seed questions about that
 article, in turn. Latency: from the fake server queueing the question to it receiving the answer's last
 message.
 
@@ -356,13 +374,7 @@ Bot process after the run: RSS {result['bot_rss_mb']:.0f} MB; {result['bot_cpu_s
     if 1 in summary:
         ax.axhline(2 * summary[1]["p95_s"], color="grey", lw=0.8, ls=":",
                    label="goal at 10 chats: 2× 1-chat p95")
-    ax.set_xscale("log")
-    ax.set_xticks(levels)
-    ax.set_xticklabels([str(n) for n in levels])
-    ax.set_xlabel("chats asking at once")
-    ax.set_ylabel("message → final reply (s)")
-    ax.set_title(f"newsdesk bot, offline mode, {'stage 1 only' if fast else 'both stages'}; fake Bot API on 127.0.0.1",
-                 fontsize=10)
+    _latency_axes(ax, levels, f"newsdesk bot, offline mode, {variant.stages}; fake Bot API on 127.0.0.1")
     ax.legend()
     data = {"machine": info, "levels": levels, "summary": {str(k): v for k, v in summary.items()},
             "ratios_p95_vs_single": {str(k): v for k, v in ratios.items()}, "problems": problems,

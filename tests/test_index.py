@@ -475,10 +475,11 @@ _OLD_LAYOUT = r"""
 from index.settings import Settings
 from index.store import Store
 store = Store(Settings.load(env_file=None))
-texts = {a: store.article_text(a) for a in store.articles()}
+records = store.articles()
+texts = {a: store.article_text(a) for a in records}
 registry = store._collection("articles")
 registry.upsert(ids=list(texts), embeddings=[[1.0]] * len(texts), documents=list(texts.values()),
-                metadatas=[store.articles()[a] for a in texts])
+                metadatas=[records[a] for a in texts])
 store.client.delete_collection(store._names["texts"])
 """
 
@@ -511,8 +512,8 @@ for article_id, record in store.articles().items():
     # an older chunker: passages twice as long (each pair of today's passages as one)
     pairs = [(spans[i][0], spans[min(i + 1, len(spans) - 1)][1]) for i in range(0, len(spans), 2)]
     chunks = [Chunk(f"{article_id}#{i}", article_id, i, text[s:e], s, e) for i, (s, e) in enumerate(pairs)]
-    vectors = np.vstack([store.get_passage_vectors([f"{article_id}#{i}"])[f"{article_id}#{i}"]
-                         for i in range(len(chunks))])
+    stored = store.get_passage_vectors([c.id for c in chunks])  # some real vector for each (ids #0…#k exist)
+    vectors = np.vstack([stored[c.id] for c in chunks])
     store.write_articles([(Article(article_id, record["title"], text), chunks, vectors)], "use-m3", 512)
     store._collection("articles").upsert(ids=[article_id], embeddings=[[1.0]],
                                          metadatas=[{**record, "chunks": len(chunks), "chunker": 0}])
