@@ -48,7 +48,7 @@ def main() -> int:
                 for rev, tree in trees.items():
                     env = clean_env(scratch / f"home-{rev}-{n}")
                     env["PYTHONPATH"] = str(tree)
-                    results[rev].append(timed_cpu_run([sys.executable, "-m", "bot.cli", "index", str(corpus),
+                    results[rev].append(timed_cpu_run([sys.executable, "-m", "newsdesk.bot.cli", "index", str(corpus),
                                                        "--fast", "--json"], env)[:2])
                 encoder = [sys.executable, str(Path(__file__).with_name("index_scale.py")), "--encoder-only",
                            str(corpus), "--stage", "use"]

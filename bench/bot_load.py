@@ -61,7 +61,7 @@ from bench.common import (  # noqa: E402
 )
 
 SEED = SHARED / "eval" / "seed-questions.jsonl"
-STATS = [sys.executable, "-m", "bot.cli", "stats", "--json"]
+STATS = [sys.executable, "-m", "newsdesk.bot.cli", "stats", "--json"]
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class Bot:
                         NEWSDESK_LOG_LEVEL="WARNING", **VARIANTS[self.name].settings)
         # a file, not a pipe: a pipe nobody reads would block a chatty bot
         self.bot_log = self.scratch / f"bot-{self.name}.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "bot"], env=env, cwd=self.scratch,
+        self.proc = subprocess.Popen([sys.executable, "-m", "newsdesk.bot.cli", "bot"], env=env, cwd=self.scratch,
                                      stdout=subprocess.DEVNULL, stderr=self.bot_log.open("w"), text=True)
         self.load = Load(self.tg, seed_questions(), self.args.timeout)
         try:
@@ -257,7 +257,7 @@ def main() -> int:
         stats = {}
         for name in names:
             log(f"indexing examples/articles for {name} ({VARIANTS[name].stages})")
-            run_json([sys.executable, "-m", "bot.cli", "index", str(EXAMPLES), "--json",
+            run_json([sys.executable, "-m", "newsdesk.bot.cli", "index", str(EXAMPLES), "--json",
                       *VARIANTS[name].index_args], envs[name])
             stats[name] = run_json(STATS, envs[name])
         results = run(args, homes, scratch)

@@ -71,7 +71,7 @@ def encoder_texts(folder: Path) -> list[str]:
     """The passages of every .txt article in ``folder``, as the loader reads a plain .txt article (line
     endings normalised, stripped; the first line is the title)."""
     use_repo_imports()
-    from index.chunking import chunk_article
+    from newsdesk.index.chunking import chunk_article
 
     out = []
     for path in sorted(folder.rglob("*.txt")):
@@ -85,10 +85,10 @@ def encoder_texts(folder: Path) -> list[str]:
 def indexer_texts(folder: Path) -> list[str]:
     """What `newsdesk index` encodes for ``folder``, through the real loader and indexer."""
     use_repo_imports()
-    from index.chunking import chunk_article
-    from index.indexer import embed_text
-    from index.loaders import load_sources
-    from index.settings import Settings
+    from newsdesk.index.chunking import chunk_article
+    from newsdesk.index.indexer import embed_text
+    from newsdesk.index.loaders import load_sources
+    from newsdesk.index.settings import Settings
 
     loaded = load_sources([str(folder)], Settings.load(environ={}, env_file=None))
     return [embed_text(a.title, c.text) for a in loaded.articles for c in chunk_article(a.id, a.text)]
@@ -103,7 +103,7 @@ def encoder_only(folder: Path, stage: str) -> dict:
         model = USE(threads=2)
         encode = model.encode
     elif stage == "use-ours":  # the indexer's own way of driving USE (two encoders side by side)
-        from index.embedding import UseEmbedder
+        from newsdesk.index.embedding import UseEmbedder
 
         model = UseEmbedder(threads=2)
         encode = lambda batch: model.passages(batch, bulk=True)  # noqa: E731
@@ -124,7 +124,7 @@ def encoder_only(folder: Path, stage: str) -> dict:
 # -- the two sides, as whole processes -----------------------------------------------------------------------
 
 def index_cmd(folder: Path, fast: bool) -> list[str]:
-    return [sys.executable, "-m", "bot.cli", "index", str(folder), "--json"] + (["--fast"] if fast else [])
+    return [sys.executable, "-m", "newsdesk.bot.cli", "index", str(folder), "--json"] + (["--fast"] if fast else [])
 
 
 def encoder_cmd(folder: Path, stage: str) -> list[str]:
@@ -171,7 +171,7 @@ def stage2_runs(folder: Path, scratch: Path, runs: int) -> dict:
 def _cli_json(args: list[str], home: Path) -> str:
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "newsdesk.bot.cli", *args], capture_output=True, text=True,
                           env=clean_env(home), check=True)
     return proc.stdout.strip().splitlines()[-1]
 

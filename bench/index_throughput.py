@@ -52,7 +52,7 @@ def _embed_text(title: str, text: str) -> str:
 
 
 def encoder_texts(folder: Path) -> list[str]:
-    from index.chunking import chunk_article
+    from newsdesk.index.chunking import chunk_article
 
     out = []
     for aid, text in _article_texts(folder):
@@ -63,10 +63,10 @@ def encoder_texts(folder: Path) -> list[str]:
 
 def indexer_texts(folder: Path) -> list[str]:
     """The strings `newsdesk index` encodes for ``folder`` (through the real loader and indexer)."""
-    from index.chunking import chunk_article
-    from index.indexer import embed_text
-    from index.loaders import load_sources
-    from index.settings import Settings
+    from newsdesk.index.chunking import chunk_article
+    from newsdesk.index.indexer import embed_text
+    from newsdesk.index.loaders import load_sources
+    from newsdesk.index.settings import Settings
 
     loaded = load_sources([str(folder)], Settings.load(environ={}, env_file=None))
     return [embed_text(a.title, c.text) for a in loaded.articles for c in chunk_article(a.id, a.text)]
@@ -100,7 +100,7 @@ def _run(argv: list[str], home: Path) -> tuple[float, dict]:
 
 
 def run_index(folder: Path, home: Path) -> dict:
-    wall, report = _run([sys.executable, "-m", "bot.cli", "index", str(folder), "--fast", "--json"], home)
+    wall, report = _run([sys.executable, "-m", "newsdesk.bot.cli", "index", str(folder), "--fast", "--json"], home)
     return {"passages": report["chunks"], "wall": wall, "inner": report["seconds"]}
 
 

@@ -56,7 +56,7 @@ PHASES = [("first", "first index (all new)"), ("unchanged", "re-index, nothing c
 
 def write_small_corpus(folder: Path, n: int) -> list[Path]:
     use_repo_imports()
-    from index.chunking import sentences
+    from newsdesk.index.chunking import sentences
 
     bases = base_paragraphs()
     folder.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,7 @@ def write_small_corpus(folder: Path, n: int) -> list[Path]:
 
 
 def index(folder: Path, home: Path) -> tuple[float, dict]:
-    return timed_run([sys.executable, "-m", "bot.cli", "index", str(folder), "--fast", "--json"],
+    return timed_run([sys.executable, "-m", "newsdesk.bot.cli", "index", str(folder), "--fast", "--json"],
                      clean_env(home))
 
 

@@ -104,7 +104,7 @@ STEPS = [  # (label, what it covers), in the order of the breakdown table
 def base_vectors(n_base: int, cache_dir: Path) -> Path:
     """The real USE and e5 passage vectors of the first ``n_base`` XQuAD paragraphs (title as context)."""
     use_repo_imports()
-    from index.indexer import embed_text
+    from newsdesk.index.indexer import embed_text
 
     bases = base_paragraphs(n_base)
     texts = [embed_text(b.title, b.text) for b in bases]
@@ -114,7 +114,7 @@ def base_vectors(n_base: int, cache_dir: Path) -> Path:
         return path
     import numpy as np
 
-    from index.embedding import E5Embedder, UseEmbedder
+    from newsdesk.index.embedding import E5Embedder, UseEmbedder
 
     log(f"encoding {len(texts)} base paragraphs with USE and e5 (once; cached in {path})")
     started = time.perf_counter()
@@ -141,9 +141,9 @@ def build(home: Path, start: int, stop: int, vectors_file: Path, noise: float) -
     use_repo_imports()
     import numpy as np
 
-    from index.settings import Settings
-    from index.store import Store, StoredPassage
-    from index.types import Article, Chunk
+    from newsdesk.index.settings import Settings
+    from newsdesk.index.store import Store, StoredPassage
+    from newsdesk.index.types import Article, Chunk
 
     vecs = np.load(vectors_file)
     use, e5 = vecs["use"], vecs["e5"]
@@ -211,9 +211,9 @@ def measure(home: Path, questions: list[str], warmup: str) -> dict:
     """Open the index as the CLI or the bot does and time ``Index.search``; print JSON."""
     use_repo_imports()
     started = time.perf_counter()
-    from index import lexical
-    from index.service import Index
-    from index.settings import Settings
+    from newsdesk.index import lexical
+    from newsdesk.index.service import Index
+    from newsdesk.index.settings import Settings
 
     index = Index(Settings.load(env_file=None))  # NEWSDESK_HOME / CHROMA_HOST come from the environment
     cold = {"open_s": time.perf_counter() - started, "rss_open_mb": _rss_mb()}

@@ -70,9 +70,9 @@ def forget_encodings(engine) -> None:
 
 
 def run(home: Path, questions: list[dict], rounds: int, cold: bool = False) -> dict:
-    from bot.engine import Engine
-    from index.settings import Settings
-    from index.textnorm import contains
+    from newsdesk.bot.engine import Engine
+    from newsdesk.index.settings import Settings
+    from newsdesk.index.textnorm import contains
 
     settings = Settings.load(environ=offline_environ(home), env_file=None)
     engine = Engine(settings)
@@ -156,8 +156,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="newsdesk-seed-") as scratch:
         home = args.home
         if home is None:
-            from index.service import Index
-            from index.settings import Settings
+            from newsdesk.index.service import Index
+            from newsdesk.index.settings import Settings
 
             home = Path(scratch) / "home"
             report = Index(Settings.load(environ=offline_environ(home), env_file=None)).index(

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from index.errors import NewsdeskError
-from index.settings import Settings
+from newsdesk.index.errors import NewsdeskError
+from newsdesk.index.settings import Settings
 
 from .answers import Answer, Turn
 from .render import format_answer_text, format_hit_text, source_line
@@ -56,14 +56,14 @@ def _print_json(data) -> None:
 
 
 def _index(settings: Settings):
-    _load_library(settings, "index.service")
-    from index.service import Index
+    _load_library(settings, "newsdesk.index.service")
+    from newsdesk.index.service import Index
 
     return Index(settings)
 
 
 def _engine(settings: Settings):
-    _load_library(settings, "bot.engine")
+    _load_library(settings, "newsdesk.bot.engine")
     from .engine import Engine
 
     return Engine(settings)
@@ -75,7 +75,7 @@ def _load_library(settings: Settings, module: str) -> None:
     imports built out of its reach (``gc.freeze``): those objects live as long as the process, and every full
     collection, the last one at exit included, would walk them again. Measured on ``index --fast`` of 1k
     passages: the imports' collections took 0.2 s, the exit 0.37 s, against 0.08 s with the freeze."""
-    from index.embedding import prewarm
+    from newsdesk.index.embedding import prewarm
 
     prewarm(settings)
     gc.disable()

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from itertools import zip_longest
 
-from index.errors import LLMError
-from index.lexical import script_of
-from index.service import Index
-from index.settings import Settings
-from index.types import Hit
+from newsdesk.index.errors import LLMError
+from newsdesk.index.lexical import script_of
+from newsdesk.index.service import Index
+from newsdesk.index.settings import Settings
+from newsdesk.index.types import Hit
 
 from . import llm
 from .answers import Answer, Turn
@@ -81,7 +81,7 @@ class Engine:
         test in different loops, must not reuse connections of a closed loop."""
         if not self.settings.llm_enabled:
             return None
-        from index.openai_client import make_async_client
+        from newsdesk.index.openai_client import make_async_client
 
         try:
             loop = asyncio.get_running_loop()

@@ -17,12 +17,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from index.errors import InputError
-from index.lexical import script_of
-from index.progress import Progress
-from index.service import Index
-from index.settings import Settings
-from index.textnorm import contains
+from newsdesk.index.errors import InputError
+from newsdesk.index.lexical import script_of
+from newsdesk.index.progress import Progress
+from newsdesk.index.service import Index
+from newsdesk.index.settings import Settings
+from newsdesk.index.textnorm import contains
 
 KS = (1, 5, 10)
 

@@ -20,10 +20,10 @@ from itertools import takewhile, zip_longest
 
 import numpy as np
 
-from index.chunking import sentences as sentence_spans
-from index.embedding import Embedder
-from index.textnorm import normalize
-from index.types import Hit
+from newsdesk.index.chunking import sentences as sentence_spans
+from newsdesk.index.embedding import Embedder
+from newsdesk.index.textnorm import normalize
+from newsdesk.index.types import Hit
 
 from .answers import Citation, Sentence
 
@@ -44,7 +44,7 @@ class _Candidate:
 
 
 def _null_sentences() -> list[str]:
-    text = resources.files("prompts").joinpath("null_sentences.txt").read_text(encoding="utf-8")
+    text = resources.files("newsdesk.prompts").joinpath("null_sentences.txt").read_text(encoding="utf-8")
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 

@@ -32,9 +32,9 @@ from tenacity import (
     stop_before_delay,
 )
 
-from index.errors import LLMResponseError, LLMUnavailableError
-from index.settings import Settings
-from index.types import Hit
+from newsdesk.index.errors import LLMResponseError, LLMUnavailableError
+from newsdesk.index.settings import Settings
+from newsdesk.index.types import Hit
 
 from .answers import Turn
 
@@ -76,7 +76,7 @@ RESPONSE_FORMAT = {
 @cache
 def prompt(name: str) -> str:
     """The text of ``prompts/<name>.txt``."""
-    return files("prompts").joinpath(f"{name}.txt").read_text(encoding="utf-8")
+    return files("newsdesk.prompts").joinpath(f"{name}.txt").read_text(encoding="utf-8")
 
 
 # ---- prompts -------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from index.types import Hit
+from newsdesk.index.types import Hit
 
 from .answers import Answer, Citation
 

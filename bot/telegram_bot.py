@@ -51,9 +51,9 @@ from telegram.ext import (
     filters,
 )
 
-from index.errors import ConfigError, NewsdeskError
-from index.loaders import EXTENSIONS
-from index.settings import Settings
+from newsdesk.index.errors import ConfigError, NewsdeskError
+from newsdesk.index.loaders import EXTENSIONS
+from newsdesk.index.settings import Settings
 
 from . import telegram_render as render
 from .answers import Answer, Citation, Turn

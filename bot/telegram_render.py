@@ -8,8 +8,8 @@ import re
 from collections.abc import Iterable
 from html import escape
 
-from index.settings import Settings
-from index.types import IndexReport
+from newsdesk.index.settings import Settings
+from newsdesk.index.types import IndexReport
 
 from .answers import Answer, Citation
 

@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from index.textnorm import locate
-from index.types import Hit
+from newsdesk.index.textnorm import locate
+from newsdesk.index.types import Hit
 
 from .answers import Citation, Sentence
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from index.settings import Settings
+from newsdesk.index.settings import Settings
 
 from tests.support import EXAMPLE_DIR, ROOT, SEED_QUESTIONS, XQUAD, ChromaServer, clean_env, free_port  # noqa: F401
 
 EXAMPLE = EXAMPLE_DIR / "karabakh-2020-09-28.txt"
-NEWSDESK = [sys.executable, "-m", "bot.cli"]
+NEWSDESK = [sys.executable, "-m", "newsdesk.bot.cli"]
 
 
 # what the tests of LLM mode run with: the fake OpenAI-compatible server, short timeouts
@@ -48,7 +48,7 @@ def fake():
 
 @pytest.fixture
 def fast_backoff(monkeypatch):
-    from bot import llm
+    from newsdesk.bot import llm
 
     monkeypatch.setattr(llm, "BACKOFF_BASE", 0.05)
     monkeypatch.setattr(llm, "BACKOFF_MAX", 0.2)

@@ -21,10 +21,9 @@ SEED_QUESTIONS = SHARED / "eval" / "seed-questions.jsonl"
 
 def clean_env(home: Path | None = None, **extra: str) -> dict:
     """The environment for a newsdesk subprocess: nothing from the developer's NEWSDESK_/OPENAI_/CHROMA_/
-    TELEGRAM_ variables, the repository on PYTHONPATH, a scratch home."""
+    TELEGRAM_ variables, a scratch home (newsdesk itself is imported from the installed package)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("NEWSDESK_", "OPENAI_", "CHROMA_", "TELEGRAM_"))}
-    env["PYTHONPATH"] = str(ROOT)
     if home is not None:
         env["NEWSDESK_HOME"] = str(home)
     env.update({k: str(v) for k, v in extra.items()})

@@ -42,7 +42,7 @@ def assert_report(out: Path, name: str, *must_contain: str) -> dict:
 # -- the helpers ---------------------------------------------------------------------------------------------
 
 def test_corpus_paragraphs_are_unique_and_keep_their_script(tmp_path):
-    from index.lexical import script_of
+    from newsdesk.index.lexical import script_of
 
     bases = common.base_paragraphs()
     assert len(bases) == 240 and {b.lang for b in bases[:10]} == {"ar", "en"}

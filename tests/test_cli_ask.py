@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from index.service import Index
-from index.textnorm import contains
+from newsdesk.index.service import Index
+from newsdesk.index.textnorm import contains
 from tests.conftest import NEWSDESK, ROOT, SEED_QUESTIONS, copy_of_example, make_settings, run_cli
 from tests.fake_openai import Reply, Sleep
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.answers import Answer, Turn
-from bot.engine import MESSAGES, Engine
-from index.service import Index
-from index.textnorm import contains
+from newsdesk.bot.answers import Answer, Turn
+from newsdesk.bot.engine import MESSAGES, Engine
+from newsdesk.index.service import Index
+from newsdesk.index.textnorm import contains
 from tests.conftest import SEED_QUESTIONS, copy_of_example, llm_settings, make_settings
 from tests.fake_openai import Close, Reply, Sleep, Status, rate_limited
 
@@ -492,7 +492,7 @@ def test_offline_k_limits_the_passages(offline):
     ("Andorra is where the talks between the two sides were held?", False),
 ])
 def test_offline_standalone(question, merged):
-    from bot.engine import offline_standalone
+    from newsdesk.bot.engine import offline_standalone
 
     history = [Turn(SPOKESPERSON_Q, "…")]
     expected = f"{SPOKESPERSON_Q} {question}" if merged else question

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from index import chunking
-from index.chunking import chunk_article
-from index.loaders import load_sources
-from index.settings import Settings
+from newsdesk.index import chunking
+from newsdesk.index.chunking import chunk_article
+from newsdesk.index.loaders import load_sources
+from newsdesk.index.settings import Settings
 from tests.conftest import EXAMPLE, NEWSDESK, ROOT, SEED_QUESTIONS, XQUAD, free_port, run_cli
 from tests.fake_openai import FakeOpenAI
 
@@ -106,8 +106,8 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
 _DUMP = r"""
 import json, sys
 from dataclasses import replace
-from index.settings import Settings
-from index.store import Store
+from newsdesk.index.settings import Settings
+from newsdesk.index.store import Store
 settings = Settings.load(env_file=None)
 store = Store(settings)
 passages = [[p.chunk_id, p.article_id, p.text, p.start] for p, _ in store.iter_passages()]
@@ -472,8 +472,8 @@ def test_changed_article_leaves_no_stale_passage(tmp_path):
 
 
 _OLD_LAYOUT = r"""
-from index.settings import Settings
-from index.store import Store
+from newsdesk.index.settings import Settings
+from newsdesk.index.store import Store
 store = Store(Settings.load(env_file=None))
 records = store.articles()
 texts = {a: store.article_text(a) for a in records}
@@ -502,9 +502,9 @@ def test_an_index_from_before_the_texts_collection_still_checks_quotes(tmp_path)
 
 _OLDER_CHUNKER = r"""
 import numpy as np
-from index.settings import Settings
-from index.store import Store
-from index.types import Article, Chunk
+from newsdesk.index.settings import Settings
+from newsdesk.index.store import Store
+from newsdesk.index.types import Article, Chunk
 store = Store(Settings.load(env_file=None))
 for article_id, record in store.articles().items():
     text = store.article_text(article_id)

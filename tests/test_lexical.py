@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from index.lexical import BM25
-from index.service import Index
+from newsdesk.index.lexical import BM25
+from newsdesk.index.service import Index
 from tests.conftest import make_settings, run_cli
 
 DOCS = {

@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from bot.answers import Sentence, Turn
-from bot.llm import complete_cited_answer, standalone_question
-from bot.verify import render_text, verify
-from index.errors import LLMResponseError, LLMUnavailableError
-from index.openai_client import make_async_client, make_sync_client
-from index.settings import Settings
-from index.types import Hit
+from newsdesk.bot.answers import Sentence, Turn
+from newsdesk.bot.llm import complete_cited_answer, standalone_question
+from newsdesk.bot.verify import render_text, verify
+from newsdesk.index.errors import LLMResponseError, LLMUnavailableError
+from newsdesk.index.openai_client import make_async_client, make_sync_client
+from newsdesk.index.settings import Settings
+from newsdesk.index.types import Hit
 from tests.conftest import llm_settings
 from tests.fake_openai import Close, Reply, Sleep, Status, rate_limited
 

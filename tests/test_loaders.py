@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from index import fetch
-from index.errors import FetchError
-from index.fetch import fetch_url, is_public_address
-from index.loaders import find_dateline, guess_lang, load_sources, parse_date
-from index.settings import Settings
-from index.types import LoadResult
+from newsdesk.index import fetch
+from newsdesk.index.errors import FetchError
+from newsdesk.index.fetch import fetch_url, is_public_address
+from newsdesk.index.loaders import find_dateline, guess_lang, load_sources, parse_date
+from newsdesk.index.settings import Settings
+from newsdesk.index.types import LoadResult
 
 KARABAKH = Path(__file__).resolve().parents[1] / "examples" / "articles" / "karabakh-2020-09-28.txt"
 LOCAL = Settings(allow_private_urls=True, fetch_timeout=5.0)  # the test server lives on 127.0.0.1

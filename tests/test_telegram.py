@@ -22,12 +22,12 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from bot import telegram_bot, telegram_render
-from bot.answers import Answer, Citation, Sentence
-from bot.engine import Engine
-from bot.telegram_bot import NewsdeskBot, RateLimiter, build_application, run_bot, safe_filename
-from bot.telegram_render import LIMIT, answer_messages, split_html, units
-from index.errors import ConfigError, StoreError
+from newsdesk.bot import telegram_bot, telegram_render
+from newsdesk.bot.answers import Answer, Citation, Sentence
+from newsdesk.bot.engine import Engine
+from newsdesk.bot.telegram_bot import NewsdeskBot, RateLimiter, build_application, run_bot, safe_filename
+from newsdesk.bot.telegram_render import LIMIT, answer_messages, split_html, units
+from newsdesk.index.errors import ConfigError, StoreError
 from tests.conftest import EXAMPLE, NEWSDESK, ROOT, free_port, make_settings
 from tests.fake_telegram import BOT_USERNAME, TOKEN, FakeTelegram
 
