@@ -1,9 +1,9 @@
 """The Telegram bot under load: 1, 10 and 50 chats asking at once, message to final reply.
 
-    python bench/bot_load.py                      # levels 1,10,50; 3 alternating runs
-    python bench/bot_load.py --chats 1,2 --quick  # smoke test
-    python bench/bot_load.py --fast               # stage 1 only: the same without e5 on the answer path
-    python bench/bot_load.py --both               # both bots side by side, taking turns: both reports
+    python -m bench.bot_load                      # levels 1,10,50; 3 alternating runs
+    python -m bench.bot_load --chats 1,2 --quick  # smoke test
+    python -m bench.bot_load --fast               # stage 1 only: the same without e5 on the answer path
+    python -m bench.bot_load --both               # both bots side by side, taking turns: both reports
 
 The real bot (``newsdesk bot`` in its own process, offline mode: no OpenAI key) runs against the fake Telegram
 Bot API server of ``tests/fake_telegram.py`` on 127.0.0.1 (long polling over real HTTP), on an index of
@@ -34,10 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     DEFAULT_OUT,
     EXAMPLES,
     SHARED,
@@ -55,7 +52,6 @@ from bench.common import (  # noqa: E402
     pyplot,
     rss_mb,
     run_json,
-    use_repo_imports,
     wait_for_quiet,
     write_report,
 )
@@ -213,7 +209,6 @@ class Bot:
 def run(args, homes: dict[str, Path], scratch: Path) -> dict[str, dict]:
     """Every bot in ``homes`` up at once; levels alternate (1, 10, 50, …) and, within a level, the bots take
     turns, so that a slow spell of the machine hits each of them."""
-    use_repo_imports()
     with contextlib.ExitStack() as stack:
         bots = [stack.enter_context(Bot(name, home, scratch, args)) for name, home in homes.items()]
         for run_no in range(args.runs):

@@ -1,5 +1,9 @@
 """Shared helpers for the benchmarks in bench/: data, machine load, subprocesses, a Chroma server, reports.
 
+Every benchmark runs as a module from the repository root (``python -m bench.NAME``), so that ``bench`` and
+``tests`` import from there and newsdesk from the installed package; the scripts start their own helper
+processes the same way (``module_cmd``), with the repository root as their working directory.
+
 Data comes from ``../shared/eval/xquad-dev`` (relative to the repository root), read in place, never copied:
 
 - ``base_paragraphs()``: the 240 XQuAD paragraphs (24 articles x 5 paragraphs, Arabic and English), in article
@@ -37,12 +41,6 @@ QUESTIONS = XQUAD / "questions.jsonl"
 DEFAULT_OUT = ROOT / "docs" / "benchmarks"
 CACHE = ROOT / "bench" / "out" / "cache"  # git-ignored
 QUIET_LOAD = 2.5
-
-
-def use_repo_imports() -> None:
-    """Make ``index`` and ``bot`` importable when a script is run as ``python bench/x.py``."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
 
 
 # -- data ----------------------------------------------------------------------------------------------------
@@ -216,10 +214,16 @@ def run_json(cmd: Sequence[str], env: dict, timeout: float | None = 3600, cwd: P
     return json.loads(lines[-1])
 
 
-def timed_run(cmd: Sequence[str], env: dict, timeout: float = 3600) -> tuple[float, dict]:
+def module_cmd(module: str, *args: str) -> list[str]:
+    """The command that runs ``module`` (e.g. ``bench.index_scale``) with this interpreter; run it from the
+    repository root (``run_json`` does)."""
+    return [sys.executable, "-m", module, *map(str, args)]
+
+
+def timed_run(cmd: Sequence[str], env: dict, timeout: float = 3600, cwd: Path | None = None) -> tuple[float, dict]:
     """Wall seconds of a whole process (interpreter start to exit) and its JSON output."""
     started = time.perf_counter()
-    out = run_json(cmd, env, timeout)
+    out = run_json(cmd, env, timeout, cwd)
     return time.perf_counter() - started, out
 
 
@@ -228,11 +232,11 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed_cpu_run(cmd: Sequence[str], env: dict) -> tuple[float, float, dict]:
+def timed_cpu_run(cmd: Sequence[str], env: dict, cwd: Path | None = None) -> tuple[float, float, dict]:
     """Wall and CPU seconds of a whole process, and its JSON output. CPU time is what the work cost whatever
     else the machine was doing; wall time is what a user waits."""
     cpu = _children_cpu()
-    wall, out = timed_run(cmd, env)
+    wall, out = timed_run(cmd, env, cwd=cwd)
     return wall, _children_cpu() - cpu, out
 
 
@@ -307,8 +311,6 @@ def write_report(out_dir: Path, name: str, markdown: str, data: dict, figure) ->
 
 
 def command_line() -> str:
-    """How this benchmark was invoked, for the report (repository-relative script path)."""
-    script = Path(sys.argv[0]).resolve()
-    with contextlib.suppress(ValueError):
-        script = script.relative_to(ROOT)
-    return " ".join(["python", str(script), *sys.argv[1:]])
+    """How this benchmark was invoked, for the report (``python -m bench.NAME …``, as it is run from the
+    repository root)."""
+    return " ".join(["python", "-m", f"bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]])

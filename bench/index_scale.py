@@ -1,7 +1,7 @@
 """Indexing at 1k and 10k paragraphs: `newsdesk index` vs the encoders alone on the same paragraphs.
 
-    python bench/index_scale.py             # 1k and 10k (stage 1), stage 2 on a 100-paragraph sample
-    python bench/index_scale.py --sizes 50 --stage2-size 10 --quick   # smoke test
+    python -m bench.index_scale             # 1k and 10k (stage 1), stage 2 on a 100-paragraph sample
+    python -m bench.index_scale --sizes 50 --stage2-size 10 --quick   # smoke test
 
 Corpora: real XQuAD paragraphs of both languages, each made unique by a closing sentence with a number
 (``bench.common.unique_text``), five to an article file (title line first), written to a temp folder.
@@ -34,10 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     DEFAULT_OUT,
     clean_env,
     command_line,
@@ -48,9 +45,9 @@ from bench.common import (  # noqa: E402
     machine_note,
     markdown_table,
     median,
+    module_cmd,
     pyplot,
     timed_cpu_run,
-    use_repo_imports,
     wait_for_quiet,
     write_corpus,
     write_report,
@@ -70,7 +67,6 @@ def _embed_text(title: str, text: str) -> str:
 def encoder_texts(folder: Path) -> list[str]:
     """The passages of every .txt article in ``folder``, as the loader reads a plain .txt article (line
     endings normalised, stripped; the first line is the title)."""
-    use_repo_imports()
     from newsdesk.index.chunking import chunk_article
 
     out = []
@@ -84,7 +80,6 @@ def encoder_texts(folder: Path) -> list[str]:
 
 def indexer_texts(folder: Path) -> list[str]:
     """What `newsdesk index` encodes for ``folder``, through the real loader and indexer."""
-    use_repo_imports()
     from newsdesk.index.chunking import chunk_article
     from newsdesk.index.indexer import embed_text
     from newsdesk.index.loaders import load_sources
@@ -128,7 +123,7 @@ def index_cmd(folder: Path, fast: bool) -> list[str]:
 
 
 def encoder_cmd(folder: Path, stage: str) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "--encoder-only", str(folder), "--stage", stage]
+    return module_cmd("bench.index_scale", "--encoder-only", folder, "--stage", stage)
 
 
 def stage1_runs(folder: Path, scratch: Path, runs: int, label: str) -> dict:

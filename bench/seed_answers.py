@@ -1,8 +1,8 @@
 """Offline answers on the seed questions: the evidence score and the `ask` latency.
 
-    .venv/bin/python bench/seed_answers.py                 # index the example article into a scratch home
-    .venv/bin/python bench/seed_answers.py --rounds 5 --json
-    .venv/bin/python bench/seed_answers.py --home ~/.newsdesk   # an existing index that holds the article
+    .venv/bin/python -m bench.seed_answers                 # index the example article into a scratch home
+    .venv/bin/python -m bench.seed_answers --rounds 5 --json
+    .venv/bin/python -m bench.seed_answers --home ~/.newsdesk   # an existing index that holds the article
 
 Evidence score: for how many of the answerable seed questions (``expect: answer``) the cited quotes contain
 the question's first ``evidence`` string (after the usual normalisation); also whether every quote is verbatim
@@ -30,9 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT.parent / "shared" / "eval" / "seed-questions.jsonl"
 EXAMPLES = ROOT / "examples" / "articles"
 WARM_UP = "What is the best recipe for chocolate cake?"
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def percentile(values: list[float], q: float) -> float:

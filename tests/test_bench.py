@@ -1,7 +1,8 @@
 """The benchmarks in bench/ run end to end at their smallest sizes and write their table, chart and data.
 
-Each script runs as a subprocess (as documented in bench/README.md) into a temp output folder; together they
-take about a minute on an idle 2-core machine. The real sizes are run by hand (see docs/benchmarks/).
+Each script runs as a subprocess (``python -m bench.NAME``, as documented in bench/README.md) into a temp
+output folder; together they take about a minute on an idle 2-core machine. The real sizes are run by hand
+(see docs/benchmarks/).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import pytest
 from bench import common
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # the benchmarks' own run: `pytest -m slow`
+
 
 def run_bench(script: str, out: Path | None, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``bench/<script>`` as bench/README.md says: ``python -m bench.NAME`` from the repository root."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("NEWSDESK_", "OPENAI_", "CHROMA_", "TELEGRAM_"))}
-    env["PYTHONPATH"] = str(ROOT)
     out_args = ["--out", str(out)] if out is not None else []
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args, *out_args],
+    proc = subprocess.run([sys.executable, "-m", f"bench.{Path(script).stem}", *args, *out_args],
                           capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
     assert proc.returncode == 0, f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     return proc
