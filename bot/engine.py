@@ -4,6 +4,9 @@ Used by the CLI and the Telegram bot alike. It retrieves passages from the index
 language model for a cited answer and verifies every quote (LLM mode, when ``OPENAI_API_KEY`` is set), or
 quotes the best sentences itself (offline mode). When the model fails, the offline answer is given with a
 one-line notice. Blocking work (embedding, Chroma) runs in a worker thread, never on the event loop.
+
+Each question is retrieved once (``Index.retrieve``): the offline answer reuses the question vectors and the
+passages' sentences the search computed. The engine talks to the index, never to the store.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from newsdesk.index.errors import LLMError
 from newsdesk.index.lexical import script_of
 from newsdesk.index.service import Index
 from newsdesk.index.settings import Settings
-from newsdesk.index.types import Hit
+from newsdesk.index.types import Hit, SearchResult
 
 from . import llm
 from .answers import Answer, Turn
@@ -110,8 +113,7 @@ class Engine:
         if self.client is None:
             standalone = offline_standalone(question, history)
             follow_up = question if standalone != question else None
-            hits = await asyncio.to_thread(self._search, standalone, k, follow_up)
-            return await asyncio.to_thread(self._extractive, question, standalone, hits, follow_up)
+            return await asyncio.to_thread(self._offline, question, standalone, k, follow_up)
         standalone, follow_up = question, None
         if history:
             try:
@@ -120,14 +122,15 @@ class Engine:
                 log.warning("could not rewrite the follow-up question: %s", exc)
                 standalone = offline_standalone(question, history)
                 follow_up = question if standalone != question else None  # for the offline fallback only
-        hits = await asyncio.to_thread(self.index.search, standalone, k)
+        result = await asyncio.to_thread(self.index.retrieve, standalone, k)
+        hits = result.hits
         if not hits:
             return self._abstain(question, standalone, "llm", empty=True)
         try:
             raw = await llm.complete_cited_answer(self.client, self.settings, standalone, hits, history)
         except LLMError as exc:
             log.warning("language model failed, answering offline: %s", exc)
-            answer = await asyncio.to_thread(self._extractive, question, standalone, hits, follow_up)
+            answer = await asyncio.to_thread(self._extractive, question, standalone, [result], follow_up)
             answer.mode = "fallback"
             answer.notice = MESSAGES[language(question)]["fallback"]
             return answer
@@ -150,26 +153,39 @@ class Engine:
 
         return asyncio.run(run())
 
-    def _search(self, question: str, k: int, follow_up: str | None = None) -> list[Hit]:
-        """The passages for ``question``. For an offline follow-up (``question`` is ``follow_up`` read with
-        the previous question) also those of the follow-up as written, taken in turn: up to 2k passages."""
-        hits = self.index.search(question, k)
-        if not follow_up or follow_up == question:
-            return hits
+    def _offline(self, question: str, standalone: str, k: int, follow_up: str | None) -> Answer:
+        """The offline answer, in one worker thread: retrieve, then choose the quotes."""
+        return self._extractive(question, standalone, self._search(standalone, k, follow_up), follow_up)
+
+    def _search(self, question: str, k: int, follow_up: str | None = None) -> list[SearchResult]:
+        """The searches for ``question``: one, or for an offline follow-up (``question`` is ``follow_up`` read
+        with the previous question) also one for the follow-up as written."""
+        results = [self.index.retrieve(question, k)]
+        if follow_up and follow_up != question:
+            results.append(self.index.retrieve(follow_up, k))
+        return results
+
+    @staticmethod
+    def _merged(results: list[SearchResult]) -> list[Hit]:
+        """The passages of the searches taken in turn, each once: up to k per search."""
+        if len(results) == 1:
+            return results[0].hits
         out: list[Hit] = []
         seen: set[str] = set()
-        for pair in zip_longest(hits, self.index.search(follow_up, k)):
-            for hit in pair:
+        for row in zip_longest(*(r.hits for r in results)):
+            for hit in row:
                 if hit is not None and hit.chunk_id not in seen:
                     seen.add(hit.chunk_id)
                     out.append(replace(hit, rank=len(out) + 1))
         return out
 
-    def _extractive(self, question: str, standalone: str, hits: list[Hit],
+    def _extractive(self, question: str, standalone: str, results: list[SearchResult],
                     follow_up: str | None = None) -> Answer:
+        hits = self._merged(results)
         if not hits:
             return self._abstain(question, standalone, "extractive", empty=True)
-        chosen = self.extractor.select(standalone, hits, follow_up=follow_up)
+        vectors = {r.query: r.qvec for r in results if r.qvec is not None}
+        chosen = self.extractor.select(standalone, hits, follow_up=follow_up, query_vectors=vectors)
         if not chosen:
             return self._abstain(question, standalone, "extractive")
         sentences, citations = build(chosen)
@@ -179,7 +195,7 @@ class Engine:
                       mode="extractive", abstained=False, standalone_question=standalone)
 
     def _abstain(self, question: str, standalone: str, mode: str, empty: bool = False) -> Answer:
-        if empty and self.index.store.count() > 0:
+        if empty and not self.index.is_empty():
             empty = False
         text = MESSAGES[language(question)]["empty" if empty else "abstain"]
         return Answer(question=question, text=text, sentences=[], citations=[], mode=mode, abstained=True,

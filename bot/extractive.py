@@ -9,11 +9,16 @@ vary by query):
 - further sentences are kept while they stay close to the best one (``KEEP_RATIO`` of its standing);
 - a follow-up ("and where did she publish it?") is read both as written and with the previous question, and
   the best quotes of each reading are shown (see ``Extractor.select``).
+
+What the search computed is used, not computed again: the question's stage-1 vector (``SearchResult.qvec``),
+each passage's sentence spans (``Hit.sentences``) and, where the search's re-rank encoded them, the sentences'
+vectors (``Hit.sentence_vectors``). Only what is missing is computed here.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from itertools import takewhile, zip_longest
@@ -40,6 +45,8 @@ class _Candidate:
     start: int  # offsets in the article text
     end: int
     text: str
+    key: str  # the normalised text: the same quote from two passages is shown once
+    vector: np.ndarray | None = None  # the search's vector of the scored text, when it has one
     score: float = 0.0
 
 
@@ -58,37 +65,55 @@ class Extractor:
             self._null = self.embedder.passages(_null_sentences())
         return self._null
 
-    def relevance(self, question: str, texts: list[str]) -> np.ndarray:
-        """Each text's similarity to the question, in null standard deviations above irrelevant."""
-        q = self.embedder.queries([question])[0]
-        null = self._null_vectors() @ q
-        sims = self.embedder.passages(texts) @ q if texts else np.zeros(0)
+    def relevance(self, qvec: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """Each sentence vector's similarity to the question vector, in null standard deviations above
+        irrelevant."""
+        null = self._null_vectors() @ qvec
+        sims = vectors @ qvec if len(vectors) else np.zeros(0)
         return (sims - null.mean()) / max(float(null.std()), 1e-6)
 
-    def select(self, question: str, hits: list[Hit], follow_up: str | None = None) -> list[_Candidate]:
+    def _question_vector(self, question: str, known: Mapping[str, np.ndarray]) -> np.ndarray:
+        vector = known.get(question)
+        return vector if vector is not None else self.embedder.queries([question])[0]
+
+    def _sentence_vectors(self, candidates: list[_Candidate]) -> np.ndarray:
+        """The vectors of the candidates' scored texts: the search's where it has them, the rest encoded."""
+        missing = [_content(c.text) for c in candidates if c.vector is None]
+        encoded = iter(self.embedder.passages(missing)) if missing else iter(())
+        return np.vstack([c.vector if c.vector is not None else next(encoded) for c in candidates])
+
+    def select(self, question: str, hits: list[Hit], follow_up: str | None = None,
+               query_vectors: Mapping[str, np.ndarray] | None = None) -> list[_Candidate]:
         """The quotes to show, in article order, or [] when nothing is relevant enough.
 
         ``follow_up``: the latest message as the user wrote it, when ``question`` is that message read
         together with the previous question. Offline there is no way to tell what "she" or "it" refers to,
         so the quotes that best match each reading are taken in turn (the follow-up's first), each reading
         keeping the sentences close to its own best; the answer abstains only when neither reading finds
-        anything."""
+        anything. ``query_vectors``: the stage-1 vectors the searches computed, by question text (a reading
+        without one is encoded here)."""
         candidates: list[_Candidate] = []
         bonus: list[float] = []  # the passage's retrieval rank, a little
         for position, hit in enumerate(hits):
             title = normalize(hit.title or "")
-            for s, e in sentence_spans(hit.text):
+            spans = hit.sentences if hit.sentences is not None else sentence_spans(hit.text)
+            vectors = hit.sentence_vectors if hit.sentence_vectors is not None else [None] * len(spans)
+            for (s, e), vector in zip(spans, vectors, strict=True):
                 text = hit.text[s:e]
+                key = normalize(text)
                 # skip fragments too short to stand as a quote, and the headline: it names the story,
                 # it does not answer a question about it
-                if len(normalize(text)) >= 12 and normalize(text) != title:
-                    candidates.append(_Candidate(hit, hit.start + s, hit.start + e, text))
+                if len(key) >= 12 and key != title:
+                    # the search encoded the sentence as written: its vector serves unless a dateline is cut off
+                    vector = vector if _content(text) == text else None
+                    candidates.append(_Candidate(hit, hit.start + s, hit.start + e, text, key, vector))
                     bonus.append(PASSAGE_WEIGHT * (len(hits) - position) / len(hits))
         if not candidates:
             return []
-        texts = [_content(c.text) for c in candidates]
+        vectors = self._sentence_vectors(candidates)
         readings = [question] if follow_up is None or follow_up == question else [follow_up, question]
-        standings = [self.relevance(q, texts) for q in readings]
+        known = query_vectors or {}
+        standings = [self.relevance(self._question_vector(q, known), vectors) for q in readings]
         if max(float(z.max()) for z in standings) < MIN_NULL_Z:
             return []
         ranked_lists = [_close_to_best(z, np.asarray(bonus)) for z in standings]
@@ -102,10 +127,9 @@ class Extractor:
                 if i is None or len(chosen) >= MAX_QUOTES:
                     continue
                 c = candidates[i]
-                key = normalize(c.text)
-                if key in seen_text or per_passage.get(c.hit.chunk_id, 0) >= MAX_PER_PASSAGE:
+                if c.key in seen_text or per_passage.get(c.hit.chunk_id, 0) >= MAX_PER_PASSAGE:
                     continue
-                seen_text.add(key)
+                seen_text.add(c.key)
                 per_passage[c.hit.chunk_id] = per_passage.get(c.hit.chunk_id, 0) + 1
                 chosen.append(c)
         # keep each article's order: articles by their best retrieval position, quotes by position

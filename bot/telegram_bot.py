@@ -4,7 +4,8 @@ and answers into Telegram HTML (rendered by :mod:`bot.telegram_render`). The onl
 
 Questions go to :meth:`Engine.ask` (async); blocking index calls run through ``asyncio.to_thread``. Updates
 are handled concurrently, so a slow answer in one chat does not hold up another. Per-chat state (follow-up
-history, the citations behind the source buttons) lives in ``context.chat_data``.
+history, the citations behind the source buttons) lives in one :class:`bot.conversation.Conversations`, keyed
+by chat id, the same module ``newsdesk chat`` uses.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ import html
 import logging
 import math
 import re
-import secrets
 import tempfile
 import threading
 import time
 import warnings
-from collections import OrderedDict, deque
+from collections import deque
 from datetime import timedelta
-from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -56,8 +55,9 @@ from newsdesk.index.loaders import EXTENSIONS
 from newsdesk.index.settings import Settings
 
 from . import telegram_render as render
-from .answers import Answer, Citation, Turn
+from .conversation import Conversations
 from .engine import Engine
+from .startup import quiet_http_loggers
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,6 @@ TYPING_EVERY = 4.0  # seconds; Telegram shows "typing…" for about 5 s
 FILL_EVERY = 30.0  # seconds between checks for passages still missing accurate vectors
 FILL_BATCH = 4  # passages per e5 call in the background: a question waits for at most one such call
 MAX_RETRY_WAIT = 60.0  # flood control: longer waits are not worth holding a handler for
-ANSWERS_PER_CHAT = 50  # answers whose source buttons still work, per chat
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 NEW_MESSAGE = filters.UpdateType.MESSAGE  # not edits, not channel posts
 _SAFE_NAME = re.compile(r"[^\w.-]+")
@@ -116,7 +115,9 @@ class _RedactToken(logging.Filter):
 
 
 def _protect_logs(token: str) -> None:
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # httpx logs every URL, token included, at INFO
+    """The token never reaches a log: httpx and httpcore at WARNING (as at start-up, for an application built
+    without it), and every Telegram and HTTP logger's records redacted."""
+    quiet_http_loggers()
     roots = {"telegram", "httpx", "httpcore"}
     names = [n for n in logging.Logger.manager.loggerDict if n.split(".")[0] in roots]
     for name in {*names, "telegram", __name__}:
@@ -196,6 +197,7 @@ class NewsdeskBot:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings, self.engine, self.index = settings, engine, engine.index
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.conversations = Conversations(settings.history_turns, settings.history_ttl_seconds)
         self._stopping = threading.Event()
         self._fill_task: asyncio.Task | None = None
 
@@ -292,23 +294,6 @@ class NewsdeskBot:
 
     # questions
 
-    def _history(self, chat_data: dict) -> list[Turn]:
-        if time.monotonic() - chat_data.get("history_at", 0.0) > self.settings.history_ttl_seconds:
-            chat_data["history"] = []
-        return chat_data.setdefault("history", [])
-
-    def _remember(self, chat_data: dict, question: str, answer: Answer) -> str:
-        """Keep the turn for follow-ups and the citations for the source buttons; returns the answer's key."""
-        keep = self.settings.history_turns
-        history = [*self._history(chat_data), Turn(question=question, answer=answer.text)]
-        chat_data["history"], chat_data["history_at"] = (history[-keep:] if keep else []), time.monotonic()
-        answers: OrderedDict = chat_data.setdefault("answers", OrderedDict())
-        key = secrets.token_urlsafe(6)
-        answers[key] = answer.citations
-        while len(answers) > ANSWERS_PER_CHAT:
-            answers.popitem(last=False)
-        return key
-
     async def answer(self, update: Update, context: Context, question: str) -> None:
         question = question.strip()
         if not question:
@@ -319,11 +304,10 @@ class NewsdeskBot:
         who = update.effective_user or update.effective_chat
         if wait := self.limiter.wait(who.id):
             return await self.reply(update, context, render.SLOW_DOWN.format(seconds=math.ceil(wait)))
-        keep = self.settings.history_turns
-        history = self._history(context.chat_data)[-keep:] if keep else []
-        async with typing(context.bot, update.effective_chat.id):
-            answer = await self.engine.ask(question, list(history))
-        key = self._remember(context.chat_data, question, answer)
+        chat_id = update.effective_chat.id
+        async with typing(context.bot, chat_id):
+            answer = await self.engine.ask(question, self.conversations.history(chat_id))
+        key = self.conversations.remember(chat_id, question, answer)
         buttons = [InlineKeyboardButton(f"[{c.n}]", callback_data=f"src:{key}:{c.n}")
                    for c in answer.citations]
         rows = [buttons[i:i + 5] for i in range(0, len(buttons), 5)]
@@ -352,10 +336,10 @@ class NewsdeskBot:
     async def on_source_button(self, update: Update, context: Context) -> None:
         query = update.callback_query
         match = _SOURCE_BUTTON.match(query.data or "")
-        citations: list[Citation] = []
-        if match:
-            citations = (context.chat_data or {}).get("answers", {}).get(match.group(1), [])
-        citation = next((c for c in citations if c.n == int(match.group(2))), None) if match else None
+        chat = update.effective_chat
+        citation = None
+        if match and chat is not None:
+            citation = self.conversations.citation(chat.id, match.group(1), int(match.group(2)))
         if citation is None:
             return await _retry(lambda: query.answer(render.EXPIRED, show_alert=True))
         await _retry(lambda: query.answer())
@@ -368,7 +352,7 @@ class NewsdeskBot:
         await self.reply(update, context, render.help_text(self.settings))
 
     async def cmd_new(self, update: Update, context: Context) -> None:
-        context.chat_data["history"] = []
+        self.conversations.reset(update.effective_chat.id)
         await self.reply(update, context, render.NEW_CONVERSATION)
 
     async def cmd_sources(self, update: Update, context: Context) -> None:
@@ -478,17 +462,11 @@ def build_application(settings: Settings, engine: Engine) -> Application:
 
 def run_bot(settings: Settings, webhook_url: str | None = None, webhook_port: int | None = None,
             webhook_secret: str | None = None) -> int:
-    """``newsdesk bot``: long polling, or a webhook when a URL is given. Returns on SIGINT/SIGTERM."""
+    """``newsdesk bot``: long polling, or a webhook when a URL is given. Returns on SIGINT/SIGTERM. Logging is
+    configured by the command's start-up (``newsdesk.bot.startup``), as for every command."""
     if not settings.telegram_bot_token:
         raise _missing_token()
-    if not isinstance(logging.getLevelName(settings.log_level), int):
-        raise ConfigError("NEWSDESK_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, "
-                          f"not {settings.log_level!r}")
-    logging.getLogger().setLevel(settings.log_level)
     webhook_url = webhook_url or settings.telegram_webhook_url
-    if webhook_url and find_spec("tornado") is None:
-        raise ConfigError("webhook mode needs python-telegram-bot's webhook server: "
-                          "pip install 'python-telegram-bot[webhooks]' (or run without a webhook URL)")
     app = build_application(settings, Engine(settings))
     try:
         if webhook_url:

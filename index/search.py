@@ -6,6 +6,10 @@ list (z-scores: cross-lingual cosines are low and shift from query to query, so 
 used anywhere), and a passage's score is the weighted mean over the rankers that have evidence for it.
 Without stage-2 vectors the top few are then re-scored by their best single sentence.
 
+``retrieve`` returns what the search computed along with the hits (a ``SearchResult``): the question's vectors,
+each returned passage's sentence spans, and the re-rank's sentence vectors; the offline answer uses them
+instead of splitting and encoding again. ``search`` returns the hits alone.
+
 Cost per search at 100k passages (``bench/search_scale.py``): the e5 question encoding (~26 ms) dominates;
 the two HNSW queries return ids and distances only, stored vectors are read only for candidates a ranker
 missed, and texts only for the passages returned.
@@ -28,7 +32,7 @@ from .embedding import Embedder
 from .errors import StoreError
 from .lexical import BM25, script_of
 from .store import Store, StoredPassage
-from .types import Hit
+from .types import Hit, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ _WORKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="newsdesk-search
 class Scored:
     passage: StoredPassage
     score: float
+    sentences: list[tuple[int, int]] | None = None  # spans in passage.text, once computed
+    sentence_vectors: np.ndarray | None = None  # their stage-1 vectors, when the re-rank encoded them
 
 
 def _release_free_memory() -> None:
@@ -162,12 +168,21 @@ class Searcher:
     # -- searching ---------------------------------------------------------------------------------------
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
+        return self.retrieve(query, k).hits
+
+    def retrieve(self, query: str, k: int = 5) -> SearchResult:
+        """The best ``k`` passages for ``query``, with the question's vectors and each passage's sentences."""
         self._maybe_refresh()
-        scored = self.rank(query, k)
+        scored, qvec, avec = self._rank(query, k)
         meta = self.store.article_meta([s.passage.article_id for s in scored])
-        return [self._hit(rank, s, meta.get(s.passage.article_id) or {}) for rank, s in enumerate(scored, start=1)]
+        hits = [self._hit(rank, s, meta.get(s.passage.article_id) or {}) for rank, s in enumerate(scored, start=1)]
+        return SearchResult(query=query, hits=hits, qvec=qvec, avec=avec)
 
     def rank(self, query: str, k: int) -> list[Scored]:
+        return self._rank(query, k)[0]
+
+    def _rank(self, query: str, k: int) -> tuple[list[Scored], np.ndarray, np.ndarray | None]:
+        """The scored passages, and the question's stage-1 and stage-2 vectors (None: not computed)."""
         n = max(CANDIDATES, 4 * k)
         # the stage-2 ranker (the slowest step: encoding the question with e5) runs on another core meanwhile
         accurate = _WORKERS.submit(self._accurate_top, query, n) if self._has_accurate else None
@@ -180,7 +195,7 @@ class Searcher:
         finally:
             avec, acc_raw = accurate.result() if accurate is not None else (None, {})
         if not dense:
-            return []
+            return [], qvec, avec
         dense_ref = list(dense.values())
         rankers: dict[str, dict[str, float]] = {"dense": _standardise(dense, dense_ref)}
         acc_ref = list(acc_raw.values())
@@ -221,7 +236,7 @@ class Searcher:
             # at ~2 ms per sentence encoded
             self._rerank_by_sentence(qvec, out[:RERANK], dense_ref)
             out[:RERANK] = sorted(out[:RERANK], key=lambda s: -s.score)
-        return out[:k]
+        return out[:k], qvec, avec
 
     def _accurate_top(self, query: str, n: int) -> tuple[np.ndarray | None, dict[str, float]]:
         if self.accurate is None:
@@ -232,18 +247,24 @@ class Searcher:
     def _rerank_by_sentence(self, qvec: np.ndarray, top: list[Scored], reference: Sequence[float]) -> None:
         """Sentence evidence for the top few: a passage whose best single sentence matches the question
         closely moves up. The sentence cosine is standardised against the dense passage scores of the same
-        query, so both speak the same units."""
+        query, so both speak the same units. Each passage keeps its sentence spans and their vectors."""
         if len(top) < 2 or not reference:
             return
         mean, std = float(np.mean(reference)), float(np.std(reference)) or 1.0
         texts, owners = [], []
         for i, s in enumerate(top):
-            for a, b in sentence_spans(s.passage.text):
+            s.sentences = sentence_spans(s.passage.text)
+            for a, b in s.sentences:
                 texts.append(s.passage.text[a:b])
                 owners.append(i)
         if not texts:
             return
-        sims = self.embedder.passages(texts) @ qvec
+        vectors = self.embedder.passages(texts)
+        offset = 0
+        for s in top:
+            s.sentence_vectors = vectors[offset:offset + len(s.sentences)]
+            offset += len(s.sentences)
+        sims = vectors @ qvec
         best = np.full(len(top), -np.inf)
         for owner, sim in zip(owners, sims):
             best[owner] = max(best[owner], sim)
@@ -257,4 +278,6 @@ class Searcher:
         return Hit(rank=rank, score=round(scored.score, 4), article_id=p.article_id,
                    title=meta.get("title") or None, source=meta.get("source") or None,
                    published=meta.get("published") or None, url=meta.get("url") or None,
-                   chunk_id=p.chunk_id, text=p.text, start=p.start, end=p.end)
+                   chunk_id=p.chunk_id, text=p.text, start=p.start, end=p.end,
+                   sentences=scored.sentences if scored.sentences is not None else sentence_spans(p.text),
+                   sentence_vectors=scored.sentence_vectors)

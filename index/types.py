@@ -1,9 +1,13 @@
-"""Plain data shared across the index: articles, chunks, search hits and indexing reports."""
+"""Plain data shared across the index: articles, chunks, search hits and results, indexing reports."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -56,6 +60,11 @@ class Chunk:
 
 @dataclass
 class Hit:
+    """One retrieved passage. Besides what ``search --json`` shows, it carries what the search computed about
+    it, so that the answer does not compute it again: its sentence spans (offsets in ``text``; None when not
+    computed) and, when the stage-1 re-rank encoded them, the stage-1 vectors of those sentences (one row per
+    span, the vector of ``text[s:e]``)."""
+
     rank: int
     score: float
     article_id: str
@@ -67,9 +76,25 @@ class Hit:
     text: str
     start: int
     end: int
+    sentences: list[tuple[int, int]] | None = field(default=None, repr=False, compare=False)
+    sentence_vectors: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    _JSON = ("rank", "score", "article_id", "title", "source", "published", "url", "chunk_id", "text", "start",
+             "end")
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {name: getattr(self, name) for name in self._JSON}
+
+
+@dataclass
+class SearchResult:
+    """A search and what it computed: the hits, and the question's vectors (stage 1, and stage 2 when the
+    accurate ranker ran), so that choosing the quotes does not encode the question again."""
+
+    query: str
+    hits: list[Hit]
+    qvec: np.ndarray | None = field(default=None, repr=False)  # stage 1 (None: nothing was searched)
+    avec: np.ndarray | None = field(default=None, repr=False)  # stage 2, when computed
 
 
 @dataclass

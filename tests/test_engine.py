@@ -8,12 +8,15 @@ import json
 import re
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from newsdesk.bot.answers import Answer, Turn
 from newsdesk.bot.engine import MESSAGES, Engine
+from newsdesk.index.chunking import sentences
 from newsdesk.index.service import Index
 from newsdesk.index.textnorm import contains
 from tests.conftest import SEED_QUESTIONS, copy_of_example, llm_settings, make_settings
@@ -373,15 +376,15 @@ async def test_instructions_inside_an_article_stay_material(example_home, tmp_pa
 async def test_llm_follow_up_is_rewritten_and_retrieval_uses_it(home, fake, monkeypatch):
     engine = llm_engine(home, fake.base_url)
     searched: list[str] = []
-    search = engine.index.search
+    retrieve = engine.index.retrieve
 
     def spy(query: str, k: int = 5):
         searched.append(query)
-        return search(query, k)
+        return retrieve(query, k)
 
     reply = {"answerable": True, "sentences": [
         {"text": "She wrote it on her Facebook page.", "citations": [cite(engine, REWRITTEN_Q, Q_FACEBOOK)]}]}
-    monkeypatch.setattr(engine.index, "search", spy)
+    monkeypatch.setattr(engine.index, "retrieve", spy)
     fake.script(Reply(f"{REWRITTEN_Q}\n"), Reply(reply))
     history = [Turn(SPOKESPERSON_Q,
                     "The spokesperson of Armenia's defence ministry is Shushan Stepanyan [1].")]
@@ -406,8 +409,8 @@ async def test_llm_follow_up_when_the_rewrite_fails(home, fake, monkeypatch):
     """The rewrite is refused: the follow-up is read with the previous question, as offline."""
     engine = llm_engine(home, fake.base_url)
     searched: list[str] = []
-    search = engine.index.search
-    monkeypatch.setattr(engine.index, "search", lambda q, k=5: searched.append(q) or search(q, k))
+    retrieve = engine.index.retrieve
+    monkeypatch.setattr(engine.index, "retrieve", lambda q, k=5: searched.append(q) or retrieve(q, k))
     fake.script(Status(400), Reply({"answerable": False, "sentences": []}))
     answer = await engine.ask(FOLLOW_UP_Q, [Turn(SPOKESPERSON_Q, "Shushan Stepanyan [1].")])
     assert searched == [f"{SPOKESPERSON_Q} {FOLLOW_UP_Q}"]
@@ -480,6 +483,45 @@ def test_offline_k_limits_the_passages(offline):
     answer = offline.ask_sync("What weapons did each side allege?", k=1)
     assert {c.chunk_id for c in answer.citations} and len({c.chunk_id for c in answer.citations}) == 1
     assert_verbatim(offline, answer)
+
+
+# ---- retrieve once: the answer uses what the search computed ----------------------------------------
+
+@pytest.mark.parametrize("accurate", ["e5", "off"])
+def test_retrieve_carries_the_question_vectors_and_the_sentences(home, accurate):
+    index = Index(make_settings(home, accurate=accurate))
+    result = index.retrieve(SPOKESPERSON_Q, 5)
+    assert [h.to_json() for h in result.hits] == [h.to_json() for h in index.search(SPOKESPERSON_Q, 5)]
+    assert set(result.hits[0].to_json()) == {"rank", "score", "article_id", "title", "source", "published", "url",
+                                             "chunk_id", "text", "start", "end"}  # search --json unchanged
+    assert np.allclose(result.qvec, index.embedder.queries([SPOKESPERSON_Q])[0])
+    assert (result.avec is not None) == (accurate == "e5")
+    assert all(h.sentences == sentences(h.text) for h in result.hits)
+    with_vectors = [h for h in result.hits if h.sentence_vectors is not None]
+    if accurate == "e5":  # no sentence re-rank with stage-2 vectors
+        assert with_vectors == []
+    else:  # the stage-1 re-rank encoded the top passages' sentences: they come along
+        assert len(with_vectors) >= 2
+        for hit in with_vectors:
+            texts = [hit.text[s:e] for s, e in hit.sentences]
+            assert np.allclose(hit.sentence_vectors, index.embedder.passages(texts))
+
+
+def test_offline_quotes_are_scored_on_the_searched_vectors(offline):
+    """The quotes are chosen with the question vector the search computed (the one given under the question's
+    text wins over encoding it again), and with the sentence vectors the search gave."""
+    spokesperson, air = offline.index.retrieve(SPOKESPERSON_Q, 5), offline.index.retrieve(AIR_DEFENCE_Q, 5)
+    hits = offline._merged([spokesperson, air])
+
+    def quotes(question, vectors=None, hits=hits):
+        return [c.text for c in offline.extractor.select(question, hits, query_vectors=vectors)]
+
+    assert quotes(SPOKESPERSON_Q) == quotes(SPOKESPERSON_Q, {SPOKESPERSON_Q: spokesperson.qvec})
+    assert quotes(SPOKESPERSON_Q, {SPOKESPERSON_Q: air.qvec}) == quotes(AIR_DEFENCE_Q) != quotes(SPOKESPERSON_Q)
+    quoted = {c.hit.chunk_id for c in offline.extractor.select(SPOKESPERSON_Q, hits)}
+    blank = [replace(h, sentence_vectors=np.zeros((len(h.sentences), offline.index.embedder.dim))) for h in hits]
+    mixed = [b if h.chunk_id in quoted else h for h, b in zip(hits, blank, strict=True)]
+    assert quoted and not quoted & {c.hit.chunk_id for c in offline.extractor.select(SPOKESPERSON_Q, mixed)}
 
 
 @pytest.mark.parametrize("question, merged", [
