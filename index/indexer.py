@@ -19,11 +19,10 @@ import numpy as np
 
 from .chunking import VERSION as CHUNKER_VERSION, chunk_article
 from .embedding import Embedder
-from .llama_embedding import LlamaEmbedding
 from . import loaders
 from .progress import Progress
 from .settings import Settings
-from .store import Store, chunker_version
+from .store import Store, chunker_version, record_format, FORMAT as STORE_FORMAT
 from .types import Article, Chunk, Failure, IndexReport
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,8 @@ def embed_text(title: str | None, text: str) -> str:
 
 def plan(articles: Sequence[Article], registry: dict[str, dict], report: IndexReport) -> list[_Pending]:
     """Decide per article: unchanged (skip), new, or changed; duplicates within one batch fail. An article
-    cut by another chunker version counts as changed: it is cut and embedded again."""
+    cut by another chunker version, or written in an older store format, counts as changed: it is cut,
+    embedded and written again."""
     todo, seen = [], set()
     for article in articles:
         if article.id in seen:
@@ -58,7 +58,7 @@ def plan(articles: Sequence[Article], registry: dict[str, dict], report: IndexRe
         seen.add(article.id)
         old = registry.get(article.id)
         if (old is not None and old.get("hash") == article.content_hash
-                and chunker_version(old) == CHUNKER_VERSION):
+                and chunker_version(old) == CHUNKER_VERSION and record_format(old) == STORE_FORMAT):
             report.unchanged += 1
             continue
         todo.append(_Pending(article, chunk_article(article.id, article.text), is_new=old is None))
@@ -75,7 +75,6 @@ def write_stage1(store: Store, embedder: Embedder, todo: list[_Pending], report:
     store overlaps with encoding the next batches; the last groups shrink, so that the write still to do when
     encoding ends is small. A failed write stops the encoding and is raised here."""
     work = [(p, c) for p in todo for c in p.chunks]
-    llama = LlamaEmbedding(embedder, batch_size=batch)
     bar = Progress("indexing", len(work), show_progress)
     writer = _Writer(store, embedder, report)
     done_articles = ready = 0
@@ -83,8 +82,7 @@ def write_stage1(store: Store, embedder: Embedder, todo: list[_Pending], report:
         for i in range(0, len(work), batch):
             writer.check()
             part = work[i:i + batch]
-            vectors = np.asarray(llama.get_text_embedding_batch([embed_text(p.article.title, c.text)
-                                                                  for p, c in part]), dtype=np.float32)
+            vectors = embedder.passages([embed_text(p.article.title, c.text) for p, c in part], bulk=True)
             for (pending, _), vector in zip(part, vectors):
                 pending.vectors.append(vector)
             while ready < len(todo) and len(todo[ready].vectors) == len(todo[ready].chunks):

@@ -14,7 +14,7 @@ from .indexer import fill_accurate, index_sources
 from .search import Searcher
 from .settings import Settings
 from .store import Store
-from .types import Hit, IndexReport
+from .types import Hit, IndexReport, SearchResult
 
 
 class Index:
@@ -66,6 +66,15 @@ class Index:
         # than fail inside the store on vectors of another dimension
         self.store.check_embedder(self.embedder.name, None)
         return self.searcher.search(query, k)
+
+    def retrieve(self, query: str, k: int = 5) -> SearchResult:
+        """``search``, with what it computed: the question's vectors and the passages' sentences."""
+        self.store.check_embedder(self.embedder.name, None)
+        return self.searcher.retrieve(query, k)
+
+    def is_empty(self) -> bool:
+        """Whether no passage is indexed yet."""
+        return self.store.count() == 0
 
     def article_text(self, article_id: str) -> str | None:
         return self.store.article_text(article_id)

@@ -6,7 +6,9 @@ This is the only module that reads ``os.environ``. Every setting is listed, with
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,6 +67,33 @@ def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str |
     return raw.strip()
 
 
+# the store keeps four Chroma collections per index name, ``<name>-<kind>`` (see ``index.store``)
+STORE_COLLECTIONS = ("passages", "accurate", "articles", "texts")
+# Chroma's rule for a collection name (chromadb 1.5, checked by its Rust core)
+_CHROMA_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]")
+
+
+def _collection(env: Mapping[str, str]) -> str:
+    """NEWSDESK_COLLECTION, checked against Chroma's naming rules for every collection the store derives from it
+    (3–512 characters from a-z, A-Z, 0-9, ``.``, ``_``, ``-``, starting and ending with a letter or digit, no
+    ``..``, not an IP address): a bad name is a one-line error here, not an empty index later."""
+    name = _str(env, "NEWSDESK_COLLECTION", "newsdesk")
+    longest = max(len(kind) for kind in STORE_COLLECTIONS) + 1
+    for full in (f"{name}-{kind}" for kind in STORE_COLLECTIONS):
+        if not _CHROMA_NAME.fullmatch(full) or ".." in full or _is_ip(full):
+            raise ConfigError(f"NEWSDESK_COLLECTION must be 1 to {512 - longest} characters from a-z, A-Z, 0-9, "
+                              f"'.', '_' and '-', starting with a letter or digit and without '..', not {name!r}")
+    return name
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Settings:
     # where the embedded index lives, and the Chroma server when there is one
@@ -104,7 +133,7 @@ class Settings:
     history_turns: int = 4
     history_ttl_seconds: int = 1800
     upload_max_mb: float = 5.0
-    log_level: str = "INFO"
+    log_level: str | None = None  # None: the command's own default (INFO for the bot, WARNING otherwise)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env",
@@ -126,7 +155,7 @@ class Settings:
             home=Path(_str(env, "NEWSDESK_HOME", ".newsdesk")).expanduser(),
             chroma_host=_str(env, "CHROMA_HOST"),
             chroma_port=_num(env, "CHROMA_PORT", 8000),
-            collection=_str(env, "NEWSDESK_COLLECTION", "newsdesk"),
+            collection=_collection(env),
             embedder=embedder,
             accurate=accurate,
             embed_threads=_num(env, "NEWSDESK_EMBED_THREADS", 2) or 1,
@@ -154,7 +183,7 @@ class Settings:
             history_turns=_num(env, "NEWSDESK_HISTORY_TURNS", 4),
             history_ttl_seconds=_num(env, "NEWSDESK_HISTORY_TTL_SECONDS", 1800),
             upload_max_mb=_num(env, "NEWSDESK_UPLOAD_MAX_MB", 5.0, float),
-            log_level=(_str(env, "NEWSDESK_LOG_LEVEL", "INFO") or "INFO").upper(),
+            log_level=(_str(env, "NEWSDESK_LOG_LEVEL") or "").upper() or None,
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
