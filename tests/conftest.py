@@ -1,11 +1,16 @@
 """Shared fixtures: settings pointing at a scratch home, an index of the example article, a real Chroma
-server (``chroma run``) for server-mode tests."""
+server (``chroma run``) for server-mode tests; the `newsdesk` command run in-process (``run_cli``, the
+everyday way: no 2-5 s of imports and model loading per command) or as a process (``run_cli_process``)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import shutil
 import subprocess
 import sys
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +22,7 @@ from tests.support import EXAMPLE_DIR, ROOT, SEED_QUESTIONS, XQUAD, ChromaServer
 
 EXAMPLE = EXAMPLE_DIR / "karabakh-2020-09-28.txt"
 NEWSDESK = [sys.executable, "-m", "newsdesk.bot.cli"]
+CONSOLE_SCRIPT = Path(sys.executable).parent / "newsdesk"  # what `pip install` put next to python
 
 
 # what the tests of LLM mode run with: the fake OpenAI-compatible server, short timeouts
@@ -60,15 +66,96 @@ def make_settings(home: Path, **overrides) -> Settings:
     return replace(base, **overrides)
 
 
-def run_cli(*args: str, home: Path | None = None, env: dict | None = None, timeout: float = 300,
-            check: bool = False) -> subprocess.CompletedProcess:
-    """Run the real `newsdesk` command in a subprocess with a clean environment."""
-    full_env = clean_env(home, **(env or {}))
-    proc = subprocess.run([*NEWSDESK, *args], capture_output=True, text=True, env=full_env, timeout=timeout,
-                          cwd=home.parent if home is not None else None)
+def run_cli(*args: str, home: Path | None = None, env: dict | None = None, input: str | None = None,
+            timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the `newsdesk` command in this process, as a user's shell would run it: ``main(argv)`` with the
+    environment ``clean_env`` builds (``os.environ`` replaced for the call), the working directory the
+    subprocess had (``home.parent``), standard input ``input`` (none: end of input), standard output and error
+    captured. Returns what ``subprocess.run`` would: the exit status (argparse's ``SystemExit`` included), the
+    two outputs (``main`` turns a bug into a one-line error, as for a user; anything else it lets out fails
+    the test with its traceback).
+    ``timeout`` is the subprocess runner's; here pytest-timeout bounds the call. What a process would drop at
+    exit, the embedded Chroma systems the command opened, is released after the call."""
+    from newsdesk.bot import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with _process_like(clean_env(home, **(env or {})), home.parent if home is not None else None, input):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = cli.main(list(args))
+            except SystemExit as exc:
+                status = _exit_status(exc, err)
+    proc = subprocess.CompletedProcess(["newsdesk", *args], status, out.getvalue(), err.getvalue())
     if check and proc.returncode != 0:
         raise AssertionError(f"newsdesk {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def run_cli_process(*args: str, home: Path | None = None, env: dict | None = None, input: str | None = None,
+                    timeout: float = 300, check: bool = False, command: list[str] | None = None
+                    ) -> subprocess.CompletedProcess:
+    """Run the real `newsdesk` command (``command``: default ``python -m newsdesk.bot.cli``) in a subprocess
+    with a clean environment: for the tests where the process itself is under test (another process's
+    changes, signals, the console script)."""
+    full_env = clean_env(home, **(env or {}))
+    proc = subprocess.run([*(command or NEWSDESK), *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, input=input, cwd=home.parent if home is not None else None)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"newsdesk {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def run_python(code: str, environ: dict, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``code`` as ``python -c CODE`` would, with exactly ``environ`` and in ``cwd``, but in this process
+    (no second start-up of the libraries): the exit status (1 and the traceback on standard error for an
+    exception), the two outputs; the embedded Chroma systems it opened are released, as at a process's exit."""
+    out, err = io.StringIO(), io.StringIO()
+    with _process_like(environ, cwd, None):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                exec(compile(code, "<string>", "exec"), {"__name__": "__main__"})
+                status = 0
+            except SystemExit as exc:
+                status = _exit_status(exc, err)
+            except Exception:  # noqa: BLE001 - what the interpreter does with it: a traceback, status 1
+                traceback.print_exc(file=err)
+                status = 1
+    return subprocess.CompletedProcess(["python", "-c", code], status, out.getvalue(), err.getvalue())
+
+
+def _exit_status(exc: SystemExit, stderr: io.StringIO) -> int:
+    """The status a process exiting with ``exc`` has (a message is printed to standard error, status 1)."""
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    print(exc.code, file=stderr)
+    return 1
+
+
+@contextlib.contextmanager
+def _process_like(environ: dict, cwd: Path | None, stdin: str | None):
+    """For the duration of the block: exactly ``environ`` as the process environment, ``cwd`` as the working
+    directory, ``stdin`` as standard input; afterwards everything as it was, and the embedded Chroma systems
+    opened inside the block stopped (a process exiting would drop them; a later command, or another process,
+    then reads the store afresh)."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    saved_env, saved_cwd, saved_stdin = dict(os.environ), os.getcwd(), sys.stdin
+    systems = set(SharedSystemClient._identifier_to_system)
+    os.environ.clear()
+    os.environ.update(environ)
+    sys.stdin = io.StringIO(stdin or "")
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        sys.stdin = saved_stdin
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for identifier in set(SharedSystemClient._identifier_to_system) - systems:
+            SharedSystemClient._identifier_to_refcount.pop(identifier, None)
+            SharedSystemClient._identifier_to_system.pop(identifier).stop()
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,7 @@ class FakeTelegram:
         self._cond = threading.Condition()
         self._closing = False
         self._server = _Server(("127.0.0.1", 0), _handler(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     # -- lifecycle
 

@@ -20,8 +20,9 @@ SEED_QUESTIONS = SHARED / "eval" / "seed-questions.jsonl"
 
 
 def clean_env(home: Path | None = None, **extra: str) -> dict:
-    """The environment for a newsdesk subprocess: nothing from the developer's NEWSDESK_/OPENAI_/CHROMA_/
-    TELEGRAM_ variables, a scratch home (newsdesk itself is imported from the installed package)."""
+    """The environment for a newsdesk command (a subprocess, or ``run_cli`` in-process): nothing from the
+    developer's NEWSDESK_/OPENAI_/CHROMA_/TELEGRAM_ variables, a scratch home (newsdesk itself is imported
+    from the installed package)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("NEWSDESK_", "OPENAI_", "CHROMA_", "TELEGRAM_"))}
     if home is not None:

@@ -1,10 +1,9 @@
-"""`newsdesk ask` and `newsdesk chat` as a user runs them: the real command in a subprocess, offline and
+"""`newsdesk ask` and `newsdesk chat` as a user runs them: the real command (run in-process), offline and
 against tests/fake_openai.py (a real OpenAI-compatible HTTP server on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from newsdesk.index.service import Index
 from newsdesk.index.textnorm import contains
-from tests.conftest import NEWSDESK, ROOT, SEED_QUESTIONS, copy_of_example, make_settings, run_cli
+from tests.conftest import SEED_QUESTIONS, copy_of_example, make_settings, run_cli
 from tests.fake_openai import Reply, Sleep
 
 SPOKESPERSON_Q = "Who is the spokesperson of the Armenian Ministry of Defense?"
@@ -51,14 +50,9 @@ def check_answer_json(data: dict, article: str) -> None:
         assert all(1 <= n <= len(data["citations"]) for n in s["citations"])
 
 
-def chat(home: Path, lines: list[str], env: dict | None = None,
-         timeout: float = 300) -> subprocess.CompletedProcess:
-    """`newsdesk chat` with ``lines`` piped to its standard input."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSDESK_", "OPENAI_", "CHROMA_",
-                                                                        "TELEGRAM_"))}
-    full_env.update({"PYTHONPATH": str(ROOT), "NEWSDESK_HOME": str(home), **(env or {})})
-    return subprocess.run([*NEWSDESK, "chat"], input="".join(f"{line}\n" for line in lines),
-                          capture_output=True, text=True, env=full_env, timeout=timeout, cwd=home.parent)
+def chat(home: Path, lines: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """`newsdesk chat` with ``lines`` as its standard input."""
+    return run_cli("chat", home=home, env=env, input="".join(f"{line}\n" for line in lines))
 
 
 # ---- ask, offline --------------------------------------------------------------------------------
@@ -133,7 +127,7 @@ def test_ask_errors(home, tmp_path):
 
 def test_ask_empty_index(tmp_path):
     proc = run_cli("ask", SPOKESPERSON_Q, home=tmp_path / "empty", check=True)
-    assert proc.stdout.strip() == "No articles are indexed yet."
+    assert proc.stdout.strip() == "No articles are indexed yet: run `newsdesk index PATH`."
 
 
 # ---- ask, LLM mode -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`newsdesk index / search / stats / list` as a user runs them: the real command in a subprocess, its --json
+"""`newsdesk index / search / stats / list` as a user runs them: the real command (in-process), its --json
 formats, its plain-text output and its exit statuses. (What the index does is in test_index.py.)"""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE, XQUAD, run_cli
+from tests.conftest import CONSOLE_SCRIPT, EXAMPLE, XQUAD, run_cli, run_cli_process
 
 KARABAKH = "karabakh-2020-09-28"
 TITLE = "يريفان تعلن استخدام أذربيجان لنظام قاذفات اللهب الثقيل في قره باغ"
@@ -239,3 +239,25 @@ def test_stats_and_list_of_an_empty_index(tmp_path):
     assert (data["articles"], data["chunks"], data["accurate"]["pending"]) == (0, 0, 0)
     assert json.loads(ok("list", "--json", home=home).stdout) == []
     assert ok("list", home=home).stdout.strip() == "No articles are indexed yet: run `newsdesk index PATH`."
+
+
+# ---- the installed command, as a process -----------------------------------------------------------
+
+
+def test_console_script_runs_as_a_process(home, tmp_path):
+    """The `newsdesk` script pip installed, in its own process (the other tests run the command in-process):
+    what it writes, the next command reads, even one run in a process that had the store open before (the
+    tests' in-process runner drops the store's client after each command, as a process exit does); its exit
+    status; a one-line error."""
+    mine = tmp_path / "home"
+    shutil.copytree(home, mine)
+    panthers = "How many points did the Panthers defense surrender?"
+    assert json.loads(ok("search", panthers, "--json", home=mine).stdout)["hits"][0]["article_id"] == KARABAKH
+    proc = run_cli_process("index", str(XQUAD / "articles-ar" / "xquad-00-super-bowl-50.txt"), "--fast", "--json",
+                           home=mine, command=[str(CONSOLE_SCRIPT)], check=True)
+    assert json.loads(proc.stdout)["added"] == 1 and proc.stderr == ""
+    hits = json.loads(ok("search", panthers, "--json", home=mine).stdout)["hits"]
+    assert hits[0]["article_id"] == "xquad-00-super-bowl-50" and "308" in hits[0]["text"]
+    proc = run_cli_process("search", WEAPONS_Q, home=tmp_path / "other", env={"NEWSDESK_EMBEDDER": "magic"},
+                           command=[str(CONSOLE_SCRIPT)])
+    assert "NEWSDESK_EMBEDDER" in error_line(proc) and proc.stdout == ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import EXAMPLE_DIR, SEED_QUESTIONS, run_cli
+from tests.conftest import EXAMPLE_DIR, SEED_QUESTIONS, run_cli
 
 ARTICLES = {
     "volcano": "Volcano erupts in Iceland\n\nThe Fagradalsfjall volcano erupted on Tuesday near Reykjavik. "

@@ -1,4 +1,4 @@
-"""The article index as a user meets it: the real `newsdesk` command in a subprocess, the real encoder, the
+"""The article index as a user meets it: the real `newsdesk` command (in-process), the real encoder, the
 real embedded Chroma and a real `chroma run` server, with the seed article and xquad-dev as data.
 
 Covered: chunking (paragraph/sentence boundaries, offsets that quote the file), cross-language search,
@@ -10,11 +10,9 @@ test_cli_index.py.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +22,8 @@ from newsdesk.index import chunking
 from newsdesk.index.chunking import chunk_article
 from newsdesk.index.loaders import load_sources
 from newsdesk.index.settings import Settings
-from tests.conftest import EXAMPLE, NEWSDESK, ROOT, SEED_QUESTIONS, XQUAD, free_port, run_cli
+from tests.conftest import (EXAMPLE, NEWSDESK, ROOT, SEED_QUESTIONS, XQUAD, clean_env, free_port, run_cli,
+                            run_python)
 from tests.fake_openai import FakeOpenAI
 
 KARABAKH = "karabakh-2020-09-28"
@@ -41,16 +40,7 @@ CLOSERS = "\"'”»)]"
 
 def cli_env(home: Path | None, extra: dict | None = None) -> dict:
     """The environment run_cli gives the command (nothing from the developer's NEWSDESK_/CHROMA_/OPENAI_)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("NEWSDESK_", "OPENAI_", "CHROMA_", "TELEGRAM_"))
-    }
-    env["PYTHONPATH"] = str(ROOT)
-    if home is not None:
-        env["NEWSDESK_HOME"] = str(home)
-    env.update(extra or {})
-    return env
+    return clean_env(home, **(extra or {}))
 
 
 def cli_json(*args: str, home: Path | None = None, env: dict | None = None, status: int = 0):
@@ -126,16 +116,9 @@ print(json.dumps(out, ensure_ascii=False))
 
 
 def dump(home: Path, env: dict | None = None) -> dict:
-    """Everything the store holds, read by a separate process (the store is never opened by the test process,
-    so no client state is cached across the commands that change it)."""
-    proc = subprocess.run(
-        [sys.executable, "-c", _DUMP],
-        capture_output=True,
-        text=True,
-        env=cli_env(home, env),
-        timeout=120,
-        cwd=ROOT,
-    )
+    """Everything the store holds, read afresh as by a separate process (``run_python``: the store's client is
+    released afterwards, so no client state is cached across the commands that change it)."""
+    proc = run_python(_DUMP, cli_env(home, env), ROOT)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -490,8 +473,7 @@ def test_an_index_from_before_the_texts_collection_still_checks_quotes(tmp_path)
     docs = copy_articles(tmp_path / "docs", EXAMPLE)
     home = tmp_path / "home"
     index(docs, home=home)
-    proc = subprocess.run([sys.executable, "-c", _OLD_LAYOUT], capture_output=True, text=True,
-                          env=cli_env(home), timeout=120, cwd=ROOT)
+    proc = run_python(_OLD_LAYOUT, cli_env(home), ROOT)
     assert proc.returncode == 0, proc.stderr
     old = dump(home)
     assert old["text_ids"] == [] and old["texts"][KARABAKH] == file_text(docs / EXAMPLE.name)
@@ -527,8 +509,7 @@ def test_reindexing_cuts_again_what_an_older_chunker_cut(tmp_path):
     home, fresh = tmp_path / "home", tmp_path / "fresh"
     index(docs, home=home)
     index(docs, home=fresh)
-    proc = subprocess.run([sys.executable, "-c", _OLDER_CHUNKER], capture_output=True, text=True,
-                          env=cli_env(home), timeout=120, cwd=ROOT)
+    proc = run_python(_OLDER_CHUNKER, cli_env(home), ROOT)
     assert proc.returncode == 0, proc.stderr
     old, want = dump(home), dump(fresh)
     assert old["articles"][KARABAKH]["hash"] == want["articles"][KARABAKH]["hash"]  # the text is the same
@@ -695,6 +676,7 @@ def _passage_set(data: dict) -> list[tuple]:
     return sorted((p[0], p[1], p[2], p[3]) for p in data["passages"])
 
 
+@pytest.mark.slow  # a process killed half-way, indexing run again: 10-30 s
 def test_kill_during_stage1_then_rerun_equals_a_clean_index(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(XQUAD_AR, src / "ar")
@@ -734,6 +716,7 @@ def test_kill_during_stage1_then_rerun_equals_a_clean_index(tmp_path):
     assert stats(home) | {"store": ""} == stats(clean) | {"store": ""}
 
 
+@pytest.mark.slow  # a process killed half-way, indexing run again: 10-30 s
 def test_kill_during_stage2_then_rerun_completes_it(tmp_path):
     docs = tmp_path / "docs"
     names = sorted(XQUAD_AR.glob("*.txt"))[:10]

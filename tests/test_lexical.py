@@ -7,7 +7,7 @@ import pytest
 
 from newsdesk.index.lexical import BM25
 from newsdesk.index.service import Index
-from tests.conftest import make_settings, run_cli
+from tests.conftest import make_settings, run_cli, run_cli_process
 
 DOCS = {
     "volcano": [("volcano#0", "The Fagradalsfjall volcano erupted near Grindavik on Tuesday."),
@@ -84,7 +84,7 @@ def test_a_running_searcher_follows_another_process_changes(tmp_path, english_ar
     (english_articles / "chess.txt").write_text(
         "Chess final moves to Zanzibar\n\nThe chess championship final will be replayed in Zanzibar in May, "
         "the federation said.\n", encoding="utf-8")
-    run_cli("index", "--fast", str(english_articles), home=home, check=True)  # another process
+    run_cli_process("index", "--fast", str(english_articles), home=home, check=True)  # another process
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not index.searcher.lexical.top("Zanzibar", 5):
         index.search("chess", 1)  # a search notices the change; the update runs in the background

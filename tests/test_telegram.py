@@ -17,7 +17,6 @@ import threading
 import time
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -25,10 +24,10 @@ import pytest
 from newsdesk.bot import telegram_bot, telegram_render
 from newsdesk.bot.answers import Answer, Citation, Sentence
 from newsdesk.bot.engine import Engine
-from newsdesk.bot.telegram_bot import NewsdeskBot, RateLimiter, build_application, run_bot, safe_filename
+from newsdesk.bot.telegram_bot import RateLimiter, build_application, run_bot, safe_filename
 from newsdesk.bot.telegram_render import LIMIT, answer_messages, split_html, units
 from newsdesk.index.errors import ConfigError, StoreError
-from tests.conftest import EXAMPLE, NEWSDESK, ROOT, free_port, make_settings
+from tests.conftest import EXAMPLE, NEWSDESK, clean_env, free_port, make_settings
 from tests.fake_telegram import BOT_USERNAME, TOKEN, FakeTelegram
 
 ARTICLE = EXAMPLE.read_text(encoding="utf-8")
@@ -196,19 +195,6 @@ def test_safe_filename_and_rate_limiter():
     assert limiter.wait(1, now=60.5) == 0
 
 
-def test_history_keeps_the_last_turns_and_expires(tmp_path):
-    settings = make_settings(tmp_path / "home", history_turns=2, history_ttl_seconds=60)
-    newsdesk = NewsdeskBot(settings, SimpleNamespace(index=None))
-    chat: dict = {}
-    keys = [newsdesk._remember(chat, f"q{i}", Answer(f"q{i}", f"a{i}", [], [], "extractive", False))
-            for i in range(60)]
-    assert [(t.question, t.answer) for t in newsdesk._history(chat)] == [("q58", "a58"), ("q59", "a59")]
-    assert len(chat["answers"]) == telegram_bot.ANSWERS_PER_CHAT and keys[-1] in chat["answers"]
-    assert keys[0] not in chat["answers"] and len(set(keys)) == 60
-    chat["history_at"] -= 61
-    assert newsdesk._history(chat) == []
-
-
 def test_missing_token_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="TELEGRAM_BOT_TOKEN"):
         run_bot(make_settings(tmp_path / "home"))
@@ -312,6 +298,11 @@ async def test_follow_up_uses_the_chat_history_and_new_clears_it(example_home, t
         assert "new conversation" in (await ask(tg, 2, "/new"))["text"]
         again = await ask(tg, 2, FOLLOW_UP)
         assert asked[3][1] == [] and again["text"] == alone["text"]
+
+        before = len(tg.messages(2))  # the answers before /new keep their source buttons
+        tg.callback(2, buttons(first)[0], first["message"])
+        passage = (await replies(tg, 2, before + 1))[before]
+        assert quotes(first)[0] in plain(passage["text"])
 
 
 async def test_admin_upload_is_indexed_and_others_are_refused(example_home, tg):
@@ -474,10 +465,9 @@ async def test_token_is_redacted_from_debug_logs(example_home, tg, caplog):
 
 
 def _bot_env(home, tg: FakeTelegram) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSDESK_", "OPENAI_", "TELEGRAM_"))}
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    return {**env, "PYTHONPATH": path, "NEWSDESK_HOME": str(home), "TELEGRAM_BOT_TOKEN": tg.token,
-            "TELEGRAM_API_BASE_URL": tg.base_url, "NEWSDESK_LOG_LEVEL": "DEBUG"}
+    """The environment of a `newsdesk bot` process: clean, a scratch home, the fake Bot API, DEBUG logging."""
+    return clean_env(home, TELEGRAM_BOT_TOKEN=tg.token, TELEGRAM_API_BASE_URL=tg.base_url,
+                     NEWSDESK_LOG_LEVEL="DEBUG")
 
 
 def test_bot_command_answers_and_stops_cleanly_on_sigterm(example_home, tg):
@@ -500,8 +490,6 @@ def test_bot_command_answers_and_stops_cleanly_on_sigterm(example_home, tg):
 
 
 def test_webhook_mode(example_home, tg):
-    """Only where python-telegram-bot[webhooks] (tornado) is installed."""
-    pytest.importorskip("tornado")
     port = free_port()
     url = f"http://127.0.0.1:{port}/hook"
     proc = subprocess.Popen([*NEWSDESK, "bot", "--webhook-url", url, "--webhook-port", str(port),
@@ -530,17 +518,6 @@ def _quietly(post, **kwargs) -> bool:
         return post(**kwargs).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def test_webhook_mode_without_tornado_is_a_clear_error(tmp_path):
-    settings = make_settings(tmp_path / "home", telegram_bot_token="1:x", telegram_webhook_url="https://x/hook")
-    try:
-        import tornado  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigError, match="webhooks"):
-            run_bot(settings)
-    else:
-        pytest.skip("tornado is installed: webhook mode is available")
 
 
 BENCH_ROUNDS = int(os.environ.get("NEWSDESK_BENCH_ROUNDS", "1"))  # more for a steadier measurement
