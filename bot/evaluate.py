@@ -91,14 +91,14 @@ def evaluate(index: Index, questions: list[dict], k: int = 10, show_progress: bo
         if first != 1:
             misses.append({"question": q["question"], "first_hit_rank": first})
     bar.close()
-    passages = [p for p, _ in index.store.iter_passages()]
+    passages = list(index.passage_texts())
     denom = max(scored, 1)
     return {
         "questions": len(questions), "scored": scored,
         **{f"hit@{n}": round(hits_at[n] / denom, 4) for n in KS},
         **{f"article_recall@{n}": round(article_at[n] / denom, 4) for n in KS},
         "mrr@10": round(rr / denom, 4),
-        "mean_passage_chars": round(statistics.mean(len(p.text) for p in passages), 1) if passages else 0,
+        "mean_passage_chars": round(statistics.mean(len(p) for p in passages), 1) if passages else 0,
         "passages": len(passages),
         "search_ms_p50": round(1000 * _percentile(latencies, 0.5), 1),
         "search_ms_p95": round(1000 * _percentile(latencies, 0.95), 1),
@@ -164,16 +164,16 @@ def run_eval(args, settings: Settings) -> int:
             report["index_stage2"] = {"passages": done, "seconds": round(t2, 2),
                                       "passages_per_s": round(done / max(t2, 1e-9), 1)}
     try:
-        sample = " ".join(p.text for p, _ in zip((p for p, _ in index.store.iter_passages()), range(50)))
+        sample = " ".join(text for text, _ in zip(index.passage_texts(), range(50)))
         answer_lang = "ar" if script_of(sample) == "ar" else "en"
         questions = read_questions(args.questions_file, args.question_field, args.answer_field, answer_lang)
-        report["stage2_passages"] = index.store.count("accurate")
+        report["stage2_passages"] = index.stats()["accurate"]["passages"]
         report.update(evaluate(index, questions, args.k))
         if args.answers:
             report["answers"] = evaluate_answers(settings, index, questions)
     finally:
         if scratch is not None:
-            index.store.client = None
+            index.close()
             scratch.cleanup()
     if args.json:
         print(json.dumps(report, ensure_ascii=False))

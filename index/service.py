@@ -7,7 +7,7 @@ Writes are serialised by a lock, searches may run concurrently with them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .embedding import Embedder, accurate_available, stage1_embedder, stage2_embedder
 from .indexer import fill_accurate, index_sources
@@ -71,6 +71,15 @@ class Index:
         """``search``, with what it computed: the question's vectors and the passages' sentences."""
         self.store.check_embedder(self.embedder.name, None)
         return self.searcher.retrieve(query, k)
+
+    def passage_texts(self) -> Iterator[str]:
+        """The text of every indexed passage, in store order (for ``newsdesk eval``'s statistics)."""
+        for passage, _ in self.store.iter_passages():
+            yield passage.text
+
+    def close(self) -> None:
+        """Let go of the store (before its folder is deleted, e.g. ``newsdesk eval``'s scratch home)."""
+        self.store.client = None
 
     def is_empty(self) -> bool:
         """Whether no passage is indexed yet."""
