@@ -1,10 +1,22 @@
-"""Calls to the language model: a cited answer as strict JSON, and follow-up questions made standalone.
+"""Calls to the language model: a cited answer as JSON, and follow-up questions made standalone.
 
 Everything the model is told lives in ``prompts/*.txt``. Transient failures (429, 5xx, timeouts, connection
 errors) are retried with exponential backoff and jitter, honouring ``Retry-After``, bounded by
 ``settings.llm_max_attempts`` attempts and ``settings.llm_max_seconds`` in total; then, or at once for a
-refused request (400/401/403/404…), :class:`LLMUnavailableError` is raised. A reply that is not valid
-``cited_answer`` JSON raises :class:`LLMResponseError`. Quotes are checked later, by ``bot.verify``.
+refused request (400/401/403/404…), :class:`LLMUnavailableError` is raised. Every request carries
+``max_tokens`` (``settings.llm_max_tokens``); a reply cut by it is a failed reply.
+
+Structured output degrades gracefully, because servers differ: the cited answer is asked for with
+``response_format`` ``json_schema`` (OpenAI, vLLM, recent llama.cpp and Ollama), then ``json_object`` with the
+schema (llama-cpp-python's server), then with no ``response_format`` at all (the prompt asks for the JSON). A
+server that refuses a format (HTTP 400/422/500 naming it) is asked the next way at once, without retries; a
+reply in prose (the format ignored) is asked again the next way. What worked is remembered per server and model
+for the life of the process (:data:`FORMAT_CACHE`, not persisted), so later questions go straight there.
+
+Replies are read tolerantly (a code fence, text around one JSON object) but validated strictly; a reply that is
+not valid ``cited_answer`` JSON, or not a readable completion at all (a truncated or garbled body, nesting too
+deep to parse, no choices, no content), raises :class:`LLMResponseError`. Quotes are checked later, by
+``bot.verify``.
 """
 
 from __future__ import annotations
@@ -18,16 +30,17 @@ import math
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 from importlib.resources import files
+from itertools import islice
 from string import Template
 
 import openai
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     stop_before_delay,
 )
@@ -46,6 +59,8 @@ BACKOFF_BASE = 0.5
 BACKOFF_MAX = 8.0
 RETRY_AFTER_MAX = 30.0
 HISTORY_ANSWER_CHARS = 600  # each earlier answer is cut to this many characters in the prompts
+STANDALONE_MAX_TOKENS = 256  # a rewritten follow-up is one line: never let it run to llm_max_tokens
+MAX_JSON_STARTS = 50  # tolerant parsing tries a JSON object at this many "{" of a reply, at most
 
 RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)  # incl. timeouts
 
@@ -71,6 +86,15 @@ RESPONSE_FORMAT = {
     "type": "json_schema",
     "json_schema": {"name": "cited_answer", "strict": True, "schema": CITED_ANSWER_SCHEMA},
 }
+# The ways of asking for the cited answer, best first; None: no response_format, the prompt asks for JSON.
+FORMATS: tuple[tuple[str, dict | None], ...] = (
+    ("json_schema", RESPONSE_FORMAT),
+    ("json_object", {"type": "json_object", "schema": CITED_ANSWER_SCHEMA}),
+    ("prompt", None),
+)
+# (base URL, model) -> index in FORMATS of the way that worked (or the best one not refused): in-process only.
+FORMAT_CACHE: dict[tuple[str, str], int] = {}
+_FORMAT_WORDS = ("response_format", "json_schema", "json_object")
 
 
 @cache
@@ -180,14 +204,40 @@ def _log_retry(state: RetryCallState) -> None:
                 state.attempt_number, _reason(exc) if exc else "?", wait)
 
 
-async def _create(client: openai.AsyncOpenAI, settings: Settings, **kwargs) -> object:
-    """``client.chat.completions.create(**kwargs)`` with the retry policy, errors wrapped."""
-    attempts = max(1, settings.llm_max_attempts)
-    stop = stop_after_attempt(attempts)
-    budget = settings.llm_max_seconds or None
-    if budget:
+def _refuses_format(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a server's refusal of the request's ``response_format`` (400/422/500 naming it:
+    llama-cpp-python answers an unsupported ``json_schema`` with a 500), not a transient failure."""
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 422, 500):
+        return False
+    text = f"{exc.message} {exc.body}".lower()
+    return any(word in text for word in _FORMAT_WORDS)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, RETRYABLE) and not _refuses_format(exc)
+
+
+def _deadline(settings: Settings) -> float | None:
+    """The monotonic time by which a call (all its attempts and formats) must end; None: unbounded."""
+    return time.monotonic() + settings.llm_max_seconds if settings.llm_max_seconds else None
+
+
+async def _create(client: openai.AsyncOpenAI, settings: Settings, deadline: float | None = None,
+                  **kwargs) -> dict:
+    """``client.chat.completions.create(**kwargs)`` (plus ``max_tokens``) with the retry policy, errors wrapped;
+    the completion as the server sent it (a dict), read by us rather than the SDK so that no body, however
+    broken, escapes as anything but :class:`LLMResponseError`. ``deadline``: see :func:`_deadline`."""
+    if deadline is None:
+        deadline = _deadline(settings)
+    if settings.llm_max_tokens > 0:
+        kwargs.setdefault("max_tokens", settings.llm_max_tokens)
+    budget = None if deadline is None else deadline - time.monotonic()
+    if budget is not None and budget <= 0:
+        raise LLMUnavailableError(f"the language model did not answer within {settings.llm_max_seconds:g} s")
+    stop = stop_after_attempt(max(1, settings.llm_max_attempts))
+    if budget is not None:
         stop = stop | stop_before_delay(budget)
-    retrying = AsyncRetrying(stop=stop, wait=_wait, retry=retry_if_exception_type(RETRYABLE),
+    retrying = AsyncRetrying(stop=stop, wait=_wait, retry=retry_if_exception(_retryable),
                              before_sleep=_log_retry, reraise=True)
     started, tries = time.monotonic(), 0
     try:
@@ -195,40 +245,108 @@ async def _create(client: openai.AsyncOpenAI, settings: Settings, **kwargs) -> o
             async for attempt in retrying:
                 with attempt:
                     tries = attempt.retry_state.attempt_number
-                    return await client.chat.completions.create(model=settings.llm_model, **kwargs)
+                    raw = await client.chat.completions.with_raw_response.create(model=settings.llm_model,
+                                                                                 **kwargs)
     except TimeoutError as exc:
-        raise LLMUnavailableError(f"the language model did not answer within {budget:g} s") from exc
-    except RETRYABLE as exc:
         raise LLMUnavailableError(
-            f"the language model is unavailable: {_reason(exc)} after {tries} attempt(s) in "
-            f"{time.monotonic() - started:.1f} s") from exc
-    except openai.APIStatusError as exc:
-        raise LLMUnavailableError(f"the language model refused the request (HTTP {exc.status_code})") from exc
-    except openai.APIResponseValidationError as exc:
-        raise LLMResponseError("the language model's reply could not be read") from exc
+            f"the language model did not answer within {settings.llm_max_seconds:g} s") from exc
     except openai.OpenAIError as exc:
-        raise LLMUnavailableError(f"the language model failed ({type(exc).__name__})") from exc
-    raise AssertionError("unreachable")  # pragma: no cover
+        raise _mapped(exc, tries, time.monotonic() - started) from exc
+    return _completion(raw.http_response.content)
 
 
-def _content(completion: object) -> str:
-    choices = getattr(completion, "choices", None)
-    if not choices:
+def _mapped(exc: openai.OpenAIError, tries: int, seconds: float) -> LLMUnavailableError | LLMResponseError:
+    """Our error for an SDK error that ended the attempts."""
+    if _retryable(exc):
+        return LLMUnavailableError(f"the language model is unavailable: {_reason(exc)} after {tries} attempt(s) "
+                                   f"in {seconds:.1f} s")
+    if isinstance(exc, openai.APIStatusError):
+        return LLMUnavailableError(f"the language model refused the request (HTTP {exc.status_code})")
+    if isinstance(exc, openai.APIResponseValidationError):
+        return LLMResponseError("the language model's reply could not be read")
+    return LLMUnavailableError(f"the language model failed ({type(exc).__name__})")
+
+
+def _completion(body: bytes) -> dict:
+    """The completion JSON of a response body; a truncated, garbled or absurdly nested body is a bad reply."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LLMResponseError("the language model's reply could not be read") from exc
+    except RecursionError as exc:
+        raise LLMResponseError("the language model's reply is nested too deeply to read") from exc
+    if not isinstance(data, dict):
+        raise LLMResponseError("the language model's reply is not a chat completion")
+    return data
+
+
+def _content(completion: dict) -> str:
+    """The text of the first choice; a refusal, a reply cut at ``max_tokens`` or an empty one is a bad reply."""
+    choices = completion.get("choices")
+    if not isinstance(choices, list) or not choices:
         raise LLMResponseError("the language model returned no choices")
-    message = choices[0].message
-    if getattr(message, "refusal", None):
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise LLMResponseError("the language model returned no message")
+    if message.get("refusal"):
         raise LLMResponseError("the language model refused to answer")
-    if not isinstance(message.content, str) or not message.content.strip():
+    if choice.get("finish_reason") == "length":
+        raise LLMResponseError("the language model's reply was cut off at the token limit (NEWSDESK_LLM_MAX_TOKENS)")
+    content = message.get("content")
+    if not isinstance(content, str) or not content.strip():
         raise LLMResponseError("the language model returned an empty reply")
-    return message.content.strip()
+    return content.strip()
 
 
 # ---- parsing -------------------------------------------------------------------------------------
 
+_FENCE = re.compile(r"```[ \t]*(?:json)?[ \t]*\n?(.*?)```", re.IGNORECASE | re.DOTALL)
+_OPENING_FENCE = re.compile(r"^```[ \t]*(?:json)?\s*", re.IGNORECASE)
+
+
 def _strip_fence(text: str) -> str:
-    if text.startswith("```") and text.endswith("```"):
-        text = text[3:-3].removeprefix("json")
+    """The reply without a code fence around all of it (```json … ```)."""
+    text = text.strip()
+    if text.startswith("```") and text.endswith("```") and len(text) >= 6:
+        text = text[3:-3]
+        text = text[4:] if text[:4].lower() == "json" else text
     return text.strip()
+
+
+def _candidates(content: str) -> Iterator[str]:
+    """Where the JSON of a reply may be, most likely first: all of it (fence removed), then each fenced block."""
+    yield _strip_fence(content)
+    for match in _FENCE.finditer(content):
+        yield match.group(1).strip()
+
+
+def _loads(content: str) -> object:
+    """The one JSON value in a reply, read tolerantly: the whole reply, a fenced block, or the first ``{…}``
+    object that parses, with any text before or after it."""
+    try:
+        for text in _candidates(content):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                pass
+        decoder = json.JSONDecoder()
+        for match in islice(re.finditer(r"\{", content), MAX_JSON_STARTS):
+            try:
+                value, _ = decoder.raw_decode(content, match.start())
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    except RecursionError as exc:
+        raise LLMResponseError("the language model's reply is nested too deeply to read") from exc
+    raise LLMResponseError("the language model did not reply with JSON")
+
+
+def _looks_like_json(content: str) -> bool:
+    """Whether a reply at least tried to be JSON, fenced or not (so a server ignoring response_format did not
+    cause its failure: asking again another way would not help)."""
+    return _OPENING_FENCE.sub("", content.strip(), count=1)[:1] in ("{", "[")
 
 
 def _keys(obj: object, keys: set[str], what: str) -> dict:
@@ -238,12 +356,9 @@ def _keys(obj: object, keys: set[str], what: str) -> dict:
 
 
 def parse_cited_answer(content: str) -> dict:
-    """Parse and strictly validate a ``cited_answer`` reply; return a clean copy (no sentences when
-    ``answerable`` is false)."""
-    try:
-        data = json.loads(_strip_fence(content))
-    except json.JSONDecodeError as exc:
-        raise LLMResponseError("the language model did not reply with JSON") from exc
+    """Parse (tolerantly: code fences, text around the object) and strictly validate a ``cited_answer`` reply;
+    return a clean copy (no sentences when ``answerable`` is false)."""
+    data = _loads(content)
     _keys(data, {"answerable", "sentences"}, "reply")
     if not isinstance(data["answerable"], bool) or not isinstance(data["sentences"], list):
         raise LLMResponseError("the language model's reply does not match the cited_answer schema")
@@ -265,15 +380,44 @@ def parse_cited_answer(content: str) -> dict:
 
 # ---- public --------------------------------------------------------------------------------------
 
+def _server(settings: Settings) -> tuple[str, str]:
+    return ((settings.openai_base_url or "https://api.openai.com/v1").rstrip("/"), settings.llm_model)
+
+
 async def complete_cited_answer(client: openai.AsyncOpenAI, settings: Settings, question: str,
                                 hits: Sequence[Hit], history: Sequence[Turn] = ()) -> dict:
     """Ask the model to answer ``question`` from ``hits`` (numbered 1..k); return the validated
     ``{"answerable": bool, "sentences": [{"text": str, "citations": [{"source": int, "quote": str}]}]}``.
 
+    Starts with the best response_format this server is known to take (see the module's docstring) and steps
+    down when it is refused or ignored, all within ``settings.llm_max_seconds``.
     Raises LLMUnavailableError (after the retries) or LLMResponseError (not valid cited_answer JSON)."""
-    completion = await _create(client, settings, messages=cited_answer_messages(question, hits, history),
-                               response_format=RESPONSE_FORMAT)
-    return parse_cited_answer(_content(completion))
+    messages = cited_answer_messages(question, hits, history)
+    server, deadline = _server(settings), _deadline(settings)
+    level = FORMAT_CACHE.get(server, 0)
+    while True:
+        name, response_format = FORMATS[level]
+        extra = {"response_format": response_format} if response_format is not None else {}
+        last = level + 1 == len(FORMATS)
+        try:
+            completion = await _create(client, settings, deadline, messages=messages, **extra)
+        except LLMUnavailableError as exc:
+            if last or not _refuses_format(exc.__cause__):
+                raise
+            log.info("the language model server refuses response_format %s; trying %s", name, FORMATS[level + 1][0])
+            level = FORMAT_CACHE[server] = level + 1
+            continue
+        content = _content(completion)
+        try:
+            answer = parse_cited_answer(content)
+        except LLMResponseError:
+            if last or _looks_like_json(content):
+                raise
+            log.info("the language model ignored response_format %s; trying %s", name, FORMATS[level + 1][0])
+            level += 1
+            continue
+        FORMAT_CACHE[server] = level
+        return answer
 
 
 async def standalone_question(client: openai.AsyncOpenAI, settings: Settings, question: str,
@@ -282,7 +426,9 @@ async def standalone_question(client: openai.AsyncOpenAI, settings: Settings, qu
     Without history the question is returned as it is, without calling the model."""
     if not history:
         return question
-    completion = await _create(client, settings, messages=standalone_messages(question, history))
+    max_tokens = min(settings.llm_max_tokens, STANDALONE_MAX_TOKENS) or STANDALONE_MAX_TOKENS
+    completion = await _create(client, settings, messages=standalone_messages(question, history),
+                               max_tokens=max_tokens)
     text = _content(completion).splitlines()[0].strip().strip("\"'“”«»").strip()
     if not text:
         raise LLMResponseError("the language model returned an empty question")

@@ -1,8 +1,9 @@
 """The only place that constructs OpenAI clients (chat completions and OpenAI embeddings).
 
 Both talk to ``settings.openai_base_url`` (OpenAI itself when unset) with the SDK's own retries turned off:
-retrying is done by the caller (``bot.llm``), which knows the time budget. Every request gets
-``settings.llm_timeout`` seconds (connecting at most 10 s).
+retrying is done by the caller (``bot.llm``), which knows the time budget. Connecting gets
+``settings.llm_connect_timeout`` seconds, and every read (a local server sends nothing until the whole answer
+is written) ``settings.llm_timeout``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _timeout(settings: Settings) -> httpx.Timeout:
-    return httpx.Timeout(settings.llm_timeout, connect=min(10.0, settings.llm_timeout))
+    return httpx.Timeout(settings.llm_timeout, connect=settings.llm_connect_timeout or None)
 
 
 def _api_key(settings: Settings) -> str:
@@ -30,7 +31,7 @@ def _api_key(settings: Settings) -> str:
 
 
 def make_async_client(settings: Settings) -> openai.AsyncOpenAI:
-    """An async client for chat completions; no SDK retries, ``llm_timeout`` per request."""
+    """An async client for chat completions; no SDK retries, the connect and read timeouts of the settings."""
     return openai.AsyncOpenAI(api_key=_api_key(settings), base_url=settings.openai_base_url,
                               max_retries=0, timeout=_timeout(settings))
 

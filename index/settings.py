@@ -111,9 +111,11 @@ class Settings:
     openai_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     openai_embed_model: str = "text-embedding-3-small"
-    llm_timeout: float = 30.0
+    llm_timeout: float = 150.0  # read timeout of one request: a local server sends nothing until it is done
+    llm_connect_timeout: float = 5.0
     llm_max_attempts: int = 4
-    llm_max_seconds: float = 60.0
+    llm_max_seconds: float = 180.0  # one question, every attempt and response_format included
+    llm_max_tokens: int = 1024  # 0: send no max_tokens
     # loading articles
     max_file_mb: float = 10.0
     fetch_timeout: float = 20.0
@@ -164,9 +166,11 @@ class Settings:
             openai_base_url=_str(env, "OPENAI_BASE_URL"),
             llm_model=_str(env, "NEWSDESK_LLM_MODEL", "gpt-4o-mini"),
             openai_embed_model=_str(env, "NEWSDESK_OPENAI_EMBED_MODEL", "text-embedding-3-small"),
-            llm_timeout=_num(env, "NEWSDESK_LLM_TIMEOUT", 30.0, float),
+            llm_timeout=_num(env, "NEWSDESK_LLM_TIMEOUT", 150.0, float),
+            llm_connect_timeout=_num(env, "NEWSDESK_LLM_CONNECT_TIMEOUT", 5.0, float),
             llm_max_attempts=_num(env, "NEWSDESK_LLM_MAX_ATTEMPTS", 4) or 1,
-            llm_max_seconds=_num(env, "NEWSDESK_LLM_MAX_SECONDS", 60.0, float),
+            llm_max_seconds=_num(env, "NEWSDESK_LLM_MAX_SECONDS", 180.0, float),
+            llm_max_tokens=_num(env, "NEWSDESK_LLM_MAX_TOKENS", 1024),
             max_file_mb=_num(env, "NEWSDESK_MAX_FILE_MB", 10.0, float),
             fetch_timeout=_num(env, "NEWSDESK_FETCH_TIMEOUT", 20.0, float),
             allow_private_urls=_bool(env, "NEWSDESK_ALLOW_PRIVATE_URLS", False),

@@ -9,7 +9,11 @@
 Each POST /v1/chat/completions takes the next behaviour of the script (``fake.default`` once it is used
 up): :class:`Reply` (a chat.completion whose message content is the given JSON or text), :class:`Status`
 (an error status, e.g. ``rate_limited()``: 429 with ``Retry-After``), :class:`Sleep` (longer than the client's
-timeout, then another behaviour), :class:`Close` (drop the connection without a response).
+timeout, then another behaviour), :class:`Close` (drop the connection without a response), :class:`Raw` (any
+bytes as the response body: truncated JSON, garbage, a completion without choices).
+``fake.formats`` says how the server treats ``response_format`` (as real servers do: some refuse
+``json_schema`` with a 400 or a 500 that names it, some accept only ``json_object``); a refused request does
+not use up the script.
 POST /v1/embeddings returns deterministic unit vectors (float or base64, as asked). Every request is
 recorded with its path, JSON body, headers and monotonic arrival time.
 """
@@ -56,7 +60,39 @@ class Close:
     pass
 
 
-Behaviour = Reply | Status | Sleep | Close
+@dataclass
+class Raw:
+    body: bytes
+    status: int = 200
+    content_type: str = "application/json"
+
+
+def completion_body(message: Any, finish_reason: str = "stop", choices: list | None = None) -> bytes:
+    """A chat.completion body with ``message`` as the first choice's message (``choices``: all of them)."""
+    if choices is None:
+        choices = [{"index": 0, "finish_reason": finish_reason, "logprobs": None, "message": message}]
+    return json.dumps({"id": "chatcmpl-raw", "object": "chat.completion", "created": 0, "model": "fake-model",
+                       "choices": choices}).encode("utf-8")
+
+
+Behaviour = Reply | Status | Sleep | Close | Raw
+
+# What servers answer when they do not support a response_format type (``{type}`` is filled in):
+# llama-cpp-python's server (FastAPI validation turned into a 500), llama.cpp forks, strict 400s.
+LLAMA_CPP_PYTHON_REFUSAL = Status(500, message=(
+    "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or "
+    "'json_object'\", 'input': '{type}', 'ctx': {'expected': \"'text' or 'json_object'\"}}]"))
+BAD_REQUEST_REFUSAL = Status(400, message="response_format type must be one of \"text\" or \"json_object\", "
+                                          "but got: {type}")
+UNPROCESSABLE_REFUSAL = Status(422, message="Unsupported value: 'response_format.type' does not support '{type}'")
+
+
+@dataclass
+class Formats:
+    """Which ``response_format`` types the fake refuses, and with what (a :class:`Status` whose message may
+    contain ``{type}``). Types not in ``refuse`` are accepted: the script answers."""
+    refuse: set[str] = field(default_factory=set)
+    refusal: Status = field(default_factory=lambda: LLAMA_CPP_PYTHON_REFUSAL)
 UNANSWERABLE = Reply({"answerable": False, "sentences": []})
 
 
@@ -87,6 +123,7 @@ class FakeOpenAI:
         self.embed_dim = embed_dim
         self.model = model
         self.default: Behaviour = Status(500, message="the fake server's script is used up")
+        self.formats = Formats()
         self.requests: list[Recorded] = []
         self._script: list[Behaviour] = []
         self._lock = threading.Lock()
@@ -204,6 +241,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.endswith("/chat/completions"):
             self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
             return
+        fmt = body.get("response_format") if isinstance(body, dict) else None
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind in fake.formats.refuse:
+            refusal = fake.formats.refusal
+            self._play(Status(refusal.code, refusal.headers, refusal.message.replace("{type}", str(kind))))
+            return
         self._play(fake._next())
 
     def _play(self, behaviour: Behaviour) -> None:
@@ -214,6 +257,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if isinstance(behaviour, Close):
             self.close_connection = True
+            return
+        if isinstance(behaviour, Raw):
+            self.send_response(behaviour.status)
+            self.send_header("Content-Type", behaviour.content_type)
+            self.send_header("Content-Length", str(len(behaviour.body)))
+            self.end_headers()
+            self.wfile.write(behaviour.body)
             return
         if isinstance(behaviour, Status):
             self._send_json(behaviour.code, {"error": {"message": behaviour.message, "type": "fake_error",
