@@ -83,6 +83,15 @@ def _question(words: list[str]) -> str:
     return question
 
 
+def _waiting_note(settings: Settings) -> None:
+    """In LLM mode, at a terminal: say that the answer is being written (a local model can take a minute or
+    two), on standard error, so that the answer itself stays alone on standard output."""
+    if settings.llm_enabled and sys.stderr.isatty():
+        where = settings.openai_base_url or "OpenAI"
+        print(f"Asking {settings.llm_model} at {where} (up to {settings.llm_max_seconds:.0f} s; Ctrl-C cancels)…",
+              file=sys.stderr, flush=True)
+
+
 def _answer_text(engine, answer: Answer) -> str:
     """The answer as the terminal shows it; an abstention on an empty index says how to fill it (asked of the
     index only then: an abstention is rare, an extra count on every answer is not worth it)."""
@@ -170,6 +179,7 @@ def cmd_ask(args, settings: Settings) -> int:
         return 0
     question = _question(args.question)
     engine = _engine(settings)
+    _waiting_note(settings)
     answer = engine.ask_sync(question, k=args.k)
     if args.json:
         _print_json(answer.to_json())
@@ -231,6 +241,7 @@ def _read_line() -> str:
 def _chat_question(runner: asyncio.Runner, engine, conversations: Conversations, question: str) -> None:
     """Answer one question of the chat, read with the conversation so far. Ctrl-C while it runs cancels it:
     the runner cancels the task and raises KeyboardInterrupt, and the chat goes on."""
+    _waiting_note(engine.settings)
     try:
         answer = runner.run(engine.ask(question, conversations.history(TERMINAL)))
     except KeyboardInterrupt:

@@ -272,3 +272,27 @@ def test_closed_pipe_exits_quietly(home, command):
     err = proc.stderr.read().decode()
     proc.stderr.close()
     assert (proc.wait(timeout=60), err) == (141, "")
+
+
+@pytest.mark.slow
+def test_ask_at_a_terminal_says_the_model_is_writing(home, fake):
+    """A local model takes a minute or two: at a terminal, `ask` says what it is waiting for before the answer
+    (on standard error); piped, nothing but the answer is printed."""
+    fake.default = Sleep(1.0)  # then an unanswerable reply
+    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake.base_url, "NEWSDESK_LLM_MODEL": "fake-model"}
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*NEWSDESK, "ask", SPOKESPERSON_Q], stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=slave, env=clean_env(home, **env), cwd=home.parent, start_new_session=True)
+    os.close(slave)
+    try:
+        out = _read_until(master, "don't answer")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert f"Asking fake-model at {fake.base_url}" in out
+    assert out.index("Asking fake-model") < out.index("don't answer")
+    piped = subprocess.run([*NEWSDESK, "ask", SPOKESPERSON_Q], capture_output=True, text=True,
+                           env=clean_env(home, **env), cwd=home.parent, timeout=60)
+    assert piped.returncode == 0 and "Asking" not in piped.stderr + piped.stdout
