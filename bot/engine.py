@@ -2,8 +2,11 @@
 
 Used by the CLI and the Telegram bot alike. It retrieves passages from the index, then either asks the
 language model for a cited answer and verifies every quote (LLM mode, when ``OPENAI_API_KEY`` is set), or
-quotes the best sentences itself (offline mode). When the model fails, the offline answer is given with a
-one-line notice. Blocking work (embedding, Chroma) runs in a worker thread, never on the event loop.
+quotes the best sentences itself (offline mode). The model saying the question is not answerable from the
+passages abstains. When the model fails (any ``LLMError``: unavailable, or a reply that is not cited_answer
+JSON) or its reply holds nothing that can be verified (no citation located in the passages), the offline
+answer is given with a one-line notice that says which. Blocking work (embedding, Chroma) runs in a worker
+thread, never on the event loop.
 
 Each question is retrieved once (``Index.retrieve``): the offline answer reuses the question vectors and the
 passages' sentences the search computed. The engine talks to the index, never to the store.
@@ -39,12 +42,16 @@ MESSAGES = {
         "abstain": "The indexed articles don't answer this question.",
         "empty": "No articles are indexed yet.",
         "fallback": "The language model could not answer just now, so here are quotes from the articles instead.",
+        "unverifiable": "The language model's citations could not be checked against the articles, so here are "
+                        "quotes from the articles instead.",
     },
     "ar": {
         "extractive": "إجابة دون اتصال: أكثر المقاطع صلة بسؤالك، مقتبسة حرفيا (مجموعة اقتباسات وليست إجابة مكتوبة).",
         "abstain": "المقالات المفهرسة لا تجيب عن هذا السؤال.",
         "empty": "لم تتم فهرسة أي مقالات بعد.",
         "fallback": "تعذر على النموذج اللغوي الإجابة الآن، لذا إليك اقتباسات من المقالات بدلا من ذلك.",
+        "unverifiable": "تعذر التحقق من اقتباسات النموذج اللغوي في المقالات، لذا إليك اقتباسات من المقالات بدلا من "
+                        "ذلك.",
     },
 }
 
@@ -130,18 +137,28 @@ class Engine:
             raw = await llm.complete_cited_answer(self.client, self.settings, standalone, hits, history)
         except LLMError as exc:
             log.warning("language model failed, answering offline: %s", exc)
-            answer = await asyncio.to_thread(self._extractive, question, standalone, [result], follow_up)
-            answer.mode = "fallback"
-            answer.notice = MESSAGES[language(question)]["fallback"]
-            return answer
+            return await self._fallback(question, standalone, result, follow_up, "fallback")
         checked = verify(raw, hits)
-        if not raw.get("answerable", True) or not checked.sentences:
+        if isinstance(raw, dict) and raw.get("answerable") is False:
             answer = self._abstain(question, standalone, "llm")
-            answer.dropped = checked.dropped
-            return answer
-        return Answer(question=question, text=render_text(checked.sentences), sentences=checked.sentences,
-                      citations=checked.citations, mode="llm", abstained=False, dropped=checked.dropped,
-                      standalone_question=standalone)
+        elif not checked.sentences:
+            log.warning("none of the language model's %d citation(s) held, answering offline", checked.proposed)
+            answer = await self._fallback(question, standalone, result, follow_up, "unverifiable")
+        else:
+            answer = Answer(question=question, text=render_text(checked.sentences), sentences=checked.sentences,
+                            citations=checked.citations, mode="llm", abstained=False,
+                            standalone_question=standalone)
+        answer.dropped = checked.dropped
+        answer.proposed, answer.accepted, answer.repaired = checked.proposed, checked.accepted, checked.repaired
+        return answer
+
+    async def _fallback(self, question: str, standalone: str, result: SearchResult, follow_up: str | None,
+                        reason: str) -> Answer:
+        """The offline answer from the passages already retrieved, with the notice ``MESSAGES[..][reason]``."""
+        answer = await asyncio.to_thread(self._extractive, question, standalone, [result], follow_up)
+        answer.mode = "fallback"
+        answer.notice = MESSAGES[language(question)][reason]
+        return answer
 
     def ask_sync(self, question: str, history: Sequence[Turn] = (), k: int | None = None) -> Answer:
         """``ask`` from blocking code: runs its own event loop and closes the client it used."""

@@ -4,6 +4,10 @@ Reads both formats of ``../shared/eval``: the XQuAD split (``question_en``/``que
 ``answers_en``/``answers_ar``, ``article``) and the seed questions (``question``, ``evidence``, ``article``,
 ``expect``). A hit@k is a top-k passage that contains a gold answer after normalisation (NFKC, Arabic
 diacritics and tatweel removed, alef forms unified, white space collapsed).
+
+``--answers`` also asks every question (``evaluate_answers``) and reports, per question and overall, what
+the answers were; in LLM mode that includes what verification made of the model's citations. ``answers_table``
+is that report as a markdown table (``bench/llm_answers.py`` prints it for any OpenAI-compatible server).
 """
 
 from __future__ import annotations
@@ -107,35 +111,120 @@ def evaluate(index: Index, questions: list[dict], k: int = 10, show_progress: bo
 
 
 def evaluate_answers(settings: Settings, index: Index, questions: list[dict]) -> dict:
-    """Ask each question that has evidence; do the cited quotes contain it, and are the quotes verbatim?"""
+    """Ask every question, as ``newsdesk ask`` would; report per question and overall what the answers were.
+
+    Offline and in LLM mode: do the cited quotes contain the question's evidence, are they verbatim, did it
+    abstain, how long did it take. In LLM mode also what verification made of the model's citations (proposed,
+    verified as cited or after a repair, dropped), how many of its sentences were shown or dropped, whether
+    the answer fell back to quotes (the model failed, or its citations could not be checked) and whether the
+    answer is written in the script of the question."""
     from .engine import Engine
 
     engine = Engine(settings, index=index)
-    with_evidence = [q for q in questions if q["answers"]]
-    contained = verbatim = citations = 0
-    latencies = []
+    rows: list[dict] = []
 
     async def run():
-        nonlocal contained, verbatim, citations
-        for q in with_evidence:
-            started = time.perf_counter()
-            answer = await engine.ask(q["question"])
-            latencies.append(time.perf_counter() - started)
-            quotes = " ".join(c.quote for c in answer.citations)
-            contained += contains(quotes, q["answers"][0])
-            for c in answer.citations:
-                citations += 1
-                text = index.article_text(c.article_id) or ""
-                verbatim += text[c.start:c.end] == c.quote
+        try:
+            for q in questions:
+                started = time.perf_counter()
+                answer = await engine.ask(q["question"])
+                rows.append(_answer_row(index, q, answer, time.perf_counter() - started))
+        finally:
+            await engine.aclose()
     asyncio.run(run())
+    return _answers_summary(engine.mode, rows)
+
+
+def _fallback_reason(answer) -> str | None:
+    """Why an answer fell back to quotes: "failed" (the model), "unverifiable" (its citations), or None."""
+    from .engine import MESSAGES
+
+    if answer.mode != "fallback":
+        return None
+    unverifiable = {m["unverifiable"] for m in MESSAGES.values()}
+    return "unverifiable" if answer.notice in unverifiable else "failed"
+
+
+def _answer_row(index: Index, q: dict, answer, seconds: float) -> dict:
+    texts: dict[str, str] = {}
+    verbatim = sum(c.verbatim_in(texts.setdefault(c.article_id, index.article_text(c.article_id) or ""))
+                   for c in answer.citations)
+    written = " ".join(s.text for s in answer.sentences) if answer.mode == "llm" else ""
+    quotes = " ".join(c.quote for c in answer.citations)
     return {
-        "answered_questions": len(with_evidence),
-        "evidence_quoted": contained,
-        "evidence_rate": round(contained / max(len(with_evidence), 1), 4),
-        "citations": citations,
-        "verbatim_rate": round(verbatim / max(citations, 1), 4),
-        "ask_ms_p50": round(1000 * _percentile(latencies, 0.5), 1),
+        "id": q["record"].get("id"), "question": q["question"], "expect": q["record"].get("expect"),
+        "mode": answer.mode, "abstained": answer.abstained, "fallback": _fallback_reason(answer),
+        "proposed": answer.proposed, "verified": answer.accepted, "repaired": answer.repaired,
+        "dropped": answer.proposed - answer.accepted,
+        "repairs": sorted(c.repaired for c in answer.citations if c.repaired),
+        "citations": len(answer.citations), "verbatim": verbatim,
+        "sentences_shown": len(answer.sentences) if answer.mode == "llm" else 0,
+        "sentences_dropped": len(answer.dropped),
+        "same_language": script_of(written) == script_of(q["question"]) if written else None,
+        "evidence_quoted": contains(quotes, q["answers"][0]) if q["answers"] else None,
+        "ms": round(1000 * seconds, 1),
     }
+
+
+def _answers_summary(mode: str, rows: list[dict]) -> dict:
+    def total(name: str) -> int:
+        return sum(r[name] for r in rows)
+
+    with_evidence = [r for r in rows if r["evidence_quoted"] is not None]
+    expected = [r for r in rows if r["expect"] in ("answer", "abstain")]
+    written = [r for r in rows if r["same_language"] is not None]
+    latencies = [r["ms"] / 1000 for r in rows]
+    citations = total("citations")
+    return {
+        "mode": mode, "asked": len(rows),
+        "answered_questions": len(with_evidence),  # the questions with evidence
+        "evidence_quoted": sum(r["evidence_quoted"] for r in with_evidence),
+        "evidence_rate": round(sum(r["evidence_quoted"] for r in with_evidence) / max(len(with_evidence), 1), 4),
+        "citations": citations, "verbatim_rate": round(total("verbatim") / max(citations, 1), 4),
+        "proposed": total("proposed"), "verified": total("verified"), "repaired": total("repaired"),
+        "dropped": total("dropped"),
+        "sentences_shown": total("sentences_shown"), "sentences_dropped": total("sentences_dropped"),
+        "abstained": sum(r["abstained"] for r in rows),
+        "abstention_as_expected": sum(r["abstained"] == (r["expect"] == "abstain") for r in expected),
+        "with_expectation": len(expected),
+        "fallback_failed": sum(r["fallback"] == "failed" for r in rows),
+        "fallback_unverifiable": sum(r["fallback"] == "unverifiable" for r in rows),
+        "same_language": sum(r["same_language"] for r in written), "written_answers": len(written),
+        "ask_ms_p50": round(1000 * _percentile(latencies, 0.5), 1),
+        "ask_ms_p95": round(1000 * _percentile(latencies, 0.95), 1),
+        "per_question": rows,
+    }
+
+
+_TABLE = (("question", "id"), ("mode", "mode"), ("proposed", "proposed"), ("verified", "verified"),
+          ("repaired", "repaired"), ("dropped", "dropped"), ("sentences shown / dropped", None),
+          ("abstained", "abstained"), ("fallback", "fallback"), ("same language", "same_language"),
+          ("evidence quoted", "evidence_quoted"), ("latency ms", "ms"))
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def answers_table(a: dict) -> str:
+    """The ``--answers`` report as a markdown table: one row per question and one for all of them."""
+    lines = ["| " + " | ".join(name for name, _ in _TABLE) + " |", "|" + "---|" * len(_TABLE)]
+    for i, r in enumerate(a["per_question"], 1):
+        cells = [_cell(r[key]) if key else f"{r['sentences_shown']} / {r['sentences_dropped']}"
+                 for _, key in _TABLE]
+        cells[0] = _cell(r["id"] or i)
+        lines.append("| " + " | ".join(cells) + " |")
+    fallback = f"{a['fallback_failed']} failed, {a['fallback_unverifiable']} unverifiable"
+    overall = ["**all**", a["mode"], a["proposed"], a["verified"], a["repaired"], a["dropped"],
+               f"{a['sentences_shown']} / {a['sentences_dropped']}", f"{a['abstained']} of {a['asked']}", fallback,
+               f"{a['same_language']} of {a['written_answers']}",
+               f"{a['evidence_quoted']} of {a['answered_questions']}", f"p50 {a['ask_ms_p50']}, p95 {a['ask_ms_p95']}"]
+    lines.append("| " + " | ".join(str(c) for c in overall) + " |")
+    return "\n".join(lines)
 
 
 def run_eval(args, settings: Settings) -> int:
@@ -195,10 +284,20 @@ def format_report(r: dict) -> str:
             s = r[stage]
             rows.append((f"indexing {stage[-6:]}", f"{s['passages']} passages in {s['seconds']} s "
                                                    f"({s['passages_per_s']}/s)"))
-    if "answers" in r:
-        a = r["answers"]
+    a = r.get("answers")
+    if a:
         rows.append(("evidence quoted", f"{a['evidence_quoted']}/{a['answered_questions']}"))
         rows.append(("citations verbatim", f"{a['verbatim_rate']:.3f} of {a['citations']}"))
-        rows.append(("ask latency p50", f"{a['ask_ms_p50']} ms"))
+        rows.append(("abstained (as expected)", f"{a['abstained']} of {a['asked']} "
+                                                 f"({a['abstention_as_expected']} of {a['with_expectation']})"))
+        if a["mode"] == "llm":
+            rows.append(("model citations", f"{a['proposed']} proposed: {a['verified']} verified "
+                                             f"({a['repaired']} repaired), {a['dropped']} dropped"))
+            rows.append(("model sentences", f"{a['sentences_shown']} shown, {a['sentences_dropped']} dropped"))
+            rows.append(("fell back to quotes", f"{a['fallback_failed']} model failed, "
+                                                 f"{a['fallback_unverifiable']} citations unverifiable"))
+            rows.append(("answer in the question's script", f"{a['same_language']} of {a['written_answers']}"))
+        rows.append(("ask latency p50 / p95", f"{a['ask_ms_p50']} ms / {a['ask_ms_p95']} ms"))
     width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+    text = "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+    return f"{text}\n\n{answers_table(a)}" if a else text

@@ -19,7 +19,7 @@ SPOKESPERSON_Q = "Who is the spokesperson of the Armenian Ministry of Defense?"
 AIR_DEFENCE_Q = "How many anti-aircraft systems did the Azerbaijani army say it destroyed?"
 ANSWER_KEYS = {"question", "answer", "mode", "abstained", "sentences", "citations", "dropped", "notice"}
 CITATION_KEYS = {"n", "article_id", "title", "source", "published", "url", "quote", "start", "end",
-                 "verified"}
+                 "verified", "repaired", "pieces"}
 TITLE = "يريفان تعلن استخدام أذربيجان لنظام قاذفات اللهب الثقيل في قره باغ"
 
 
@@ -44,7 +44,8 @@ def check_answer_json(data: dict, article: str) -> None:
     for n, c in enumerate(data["citations"], 1):
         assert set(c) == CITATION_KEYS
         assert c["n"] == n and c["verified"] is True
-        assert article[c["start"]:c["end"]] == c["quote"]  # verbatim in the article
+        for piece in c["pieces"] or [c]:  # verbatim in the article (each piece of a quote that leaves words out)
+            assert article[piece["start"]:piece["end"]] == piece["quote"]
     for s in data["sentences"]:
         assert set(s) == {"text", "citations"}
         assert all(1 <= n <= len(data["citations"]) for n in s["citations"])
@@ -137,7 +138,7 @@ def test_ask_json_llm(home, article, fake):
     n = next(i for i, h in enumerate(hits, 1) if "شوشان ستيبانيان" in h.text)
     reply = Reply({"answerable": True, "sentences": [
         {"text": "The spokesperson of Armenia's defence ministry is Shushan Stepanyan.",
-         "citations": [{"source": n, "quote": "شوشان ستيبانيان"}]},
+         "citations": [{"source": n, "quote": "الأرمينية، شوشان ستيبانيان"}]},  # 3 words: substantial
         {"text": "Azerbaijan shot down thirty Armenian aircraft.",
          "citations": [{"source": n, "quote": "أسقطت أذربيجان ثلاثين طائرة"}]}]})
     fake.script(reply, reply)
@@ -149,13 +150,13 @@ def test_ask_json_llm(home, article, fake):
     assert data["sentences"] == [
         {"text": "The spokesperson of Armenia's defence ministry is Shushan Stepanyan.", "citations": [1]}]
     assert data["dropped"] == ["Azerbaijan shot down thirty Armenian aircraft."]
-    assert [c["quote"] for c in data["citations"]] == ["شوشان ستيبانيان"]
+    assert [c["quote"] for c in data["citations"]] == ["الأرمينية، شوشان ستيبانيان"]
     request = fake.chat_requests[0]
     assert request.headers["authorization"] == "Bearer sk-test-secret"
 
     text = run_cli("ask", SPOKESPERSON_Q, home=home, env=llm_env(fake.base_url), check=True).stdout
     assert text == ("The spokesperson of Armenia's defence ministry is Shushan Stepanyan [1].\n\nSources:\n"
-                    f"[1] {TITLE} — سبوتنيك, 2020-09-28\n    «شوشان ستيبانيان»\n")
+                    f"[1] {TITLE} — سبوتنيك, 2020-09-28\n    «الأرمينية، شوشان ستيبانيان»\n")
     assert "thirty" not in text
 
 
