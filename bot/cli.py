@@ -18,7 +18,7 @@ from newsdesk.index.settings import Settings
 
 from .answers import Answer
 from .conversation import Conversations
-from .render import format_answer_text, format_hit_text, source_line
+from .render import format_answer_text, format_hit_text, printable, source_line
 from .startup import start
 
 log = logging.getLogger("newsdesk")
@@ -104,7 +104,8 @@ def _answer_text(engine, answer: Answer) -> str:
 
 def cmd_index(args, settings: Settings) -> int:
     index = _index(settings)
-    report = index.index(args.sources, prune=args.prune, rebuild=args.rebuild, accurate=not args.fast)
+    report = index.index(args.sources, prune=args.prune, rebuild=args.rebuild, accurate=not args.fast,
+                         on_wait=lambda: print(f"newsdesk: {index.waiting_note()}", file=sys.stderr, flush=True))
     if args.json:
         _print_json(report.to_json())
     else:
@@ -112,7 +113,7 @@ def cmd_index(args, settings: Settings) -> int:
               f"{report.removed} removed, {len(report.failed)} failed; {report.chunks} passages written "
               f"in {report.seconds:.1f} s")
         for failure in report.failed:
-            print(f"  failed: {failure.source}: {failure.error}")
+            print(f"  failed: {printable(failure.source)}: {printable(failure.error)}")
     return 2 if report.failed else 0
 
 

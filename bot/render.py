@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 from newsdesk.index.types import Hit
 
 from .answers import Answer, Citation
+
+# control characters (newlines, carriage returns, terminal escapes), line and paragraph separators, and the
+# bidirectional controls that reorder what follows them
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n``, ``\\x1b``, ``\\u202e``): a file name or a message
+    quoting one then stays on its line of a report and cannot forge the next one, nor drive the terminal."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def source_line(c: Citation | Hit) -> str:

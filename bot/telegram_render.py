@@ -8,6 +8,16 @@ import re
 from collections.abc import Iterable
 from html import escape
 
+from newsdesk.index.errors import (
+    ConfigError,
+    EmbedderMismatchError,
+    EmbeddingError,
+    FetchError,
+    InputError,
+    LLMError,
+    NewsdeskError,
+    StoreError,
+)
 from newsdesk.index.settings import Settings
 from newsdesk.index.types import IndexReport
 
@@ -39,6 +49,20 @@ ADD_USAGE = "Usage: /add https://example.com/some-article"
 NO_FOLDER = "No articles folder is configured (NEWSDESK_ARTICLES_DIR), so there is nothing to re-scan."
 FILE_TYPES = "I can index these files: {types}."
 FILE_TOO_BIG = "That file is too big; the limit is {mb:g} MB."
+
+# what a chat is told when a newsdesk error stops a request: the kind of problem only, never the message, which
+# may name the server's paths or addresses (the log has it); the most specific class first
+ERRORS = (
+    (EmbedderMismatchError, "Sorry: the index was built with another embedder, so I cannot search it; the bot's "
+                            "admin must rebuild it."),
+    (StoreError, "Sorry: the article index is not available right now. Please try again in a while."),
+    (EmbeddingError, "Sorry: the search model failed. Please try again in a while."),
+    (LLMError, "Sorry: the language model could not answer right now. Please try again in a while."),
+    (FetchError, "Sorry: that page could not be fetched."),
+    (InputError, "Sorry: that article could not be read."),
+    (ConfigError, "Sorry: the bot is not set up correctly; its admin can find the details in its log."),
+)
+FAILED = "Sorry: that could not be done. Please try again in a while."
 
 _TOKEN = re.compile(r"<[^>]*>|&#?\w+;|\n|[^\S\n]+|[^<&\s]{1,100}")
 _TAG = re.compile(r"</?([a-zA-Z0-9-]+)")
@@ -200,3 +224,8 @@ def reindex_summary(report: IndexReport, folder) -> str:
             f"{report.chunks} passages written in {report.seconds:.1f} s")
     text += "".join(f"\n• {f.source}: {f.error}" for f in report.failed[:5])
     return escape(text)
+
+
+def error_text(error: NewsdeskError) -> str:
+    """The reply to a request that ``error`` stopped: one fixed line for its kind of problem."""
+    return next((text for kind, text in ERRORS if isinstance(error, kind)), FAILED)

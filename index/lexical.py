@@ -12,11 +12,16 @@ re-tokenising every passage. Postings are flat numpy arrays (compressed sparse r
 
 from __future__ import annotations
 
+import glob
 import json
+import logging
+import lzma
 import math
 import os
 import re
 import threading
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -24,6 +29,8 @@ import numpy as np
 import snowballstemmer  # uses the C stemmers of PyStemmer when it is installed (a dependency)
 
 from .textnorm import normalize
+
+log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 _ARABIC = re.compile(r"[\u0600-\u06ff]")
@@ -217,7 +224,9 @@ class BM25:
     # -- persistence -------------------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
-        """Write atomically (a temporary file renamed over the old one): a reader never sees half a file."""
+        """Write atomically (a temporary file, flushed to disk, renamed over the old one): a reader never sees
+        half a file, and a crash or power cut mid-save leaves the previous file. Temporary files left by
+        processes that died mid-save are removed."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         header = {"format": FORMAT, "k1": self.k1, "b": self.b, "tag": self.tag, "articles": self.articles}
@@ -228,9 +237,12 @@ class BM25:
                          ids=_joined(self.ids), doc_articles=_joined(self.doc_articles),
                          scripts=self._scripts,
                          doc_ptr=self._doc_ptr, doc_terms=self._doc_terms, doc_tfs=self._doc_tfs)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+        _remove_stale_temporaries(path)
 
     @staticmethod
     def saved_tag(path: Path) -> str | None:
@@ -239,34 +251,78 @@ class BM25:
             with np.load(path, allow_pickle=False) as data:
                 header = _header(data)
                 return header.get("tag", "") if header is not None else None
-        except _UNREADABLE:
+        except _DAMAGED:
             return None
 
     @classmethod
     def load(cls, path: Path) -> BM25 | None:
-        """The index saved at ``path``; None when there is none, or it is unreadable or of another format."""
+        """The index saved at ``path``; None when there is none, it is of another format, or it is damaged
+        (truncated, emptied, bit flips, not a zip at all: logged once, as a warning, and the caller rebuilds it
+        from the store)."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 header = _header(data)
                 if header is None:
                     return None
-                vocab = _split(data["vocab"])
-                out = cls(header["k1"], header["b"])
-                out.tag = header.get("tag", "")
-                out._set({t: i for i, t in enumerate(vocab)}, _split(data["ids"]),
-                         _split(data["doc_articles"]), dict(header["articles"]), data["scripts"],
-                         data["doc_ptr"], data["doc_terms"], data["doc_tfs"])
+                out = cls(float(header["k1"]), float(header["b"]))
+                out.tag = str(header.get("tag", ""))
+                vocab, ids, doc_articles = _split(data["vocab"]), _split(data["ids"]), _split(data["doc_articles"])
+                arrays = [data[name] for name in ("scripts", "doc_ptr", "doc_terms", "doc_tfs")]
+                _check_consistent(len(vocab), len(ids), len(doc_articles), *arrays)
+                out._set({t: i for i, t in enumerate(vocab)}, ids, doc_articles, dict(header["articles"]), *arrays)
                 return out
-        except _UNREADABLE:
+        except FileNotFoundError:
+            return None
+        except _DAMAGED as exc:
+            log.warning("the saved lexical index %s is damaged (%s): rebuilding it from the store",
+                        path, type(exc).__name__)
             return None
 
 
-_UNREADABLE = (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError)  # a missing or damaged file
+# What loading a missing, unreadable or damaged file raises: OSError (cannot read; bz2's bad data), EOFError and
+# BadZipFile (truncated or emptied; bad CRC: a bit flip in the data), RuntimeError (zipfile's "encrypted" and
+# NotImplementedError "compression method": a flipped flag), zlib/lzma errors (a flipped compression method),
+# ValueError (not a zip, nor an .npy: numpy refuses to unpickle; bad UTF-8 or JSON; an inconsistent layout),
+# KeyError (a member missing), TypeError (a header field of the wrong type).
+_DAMAGED = (OSError, EOFError, zipfile.BadZipFile, RuntimeError, zlib.error, lzma.LZMAError, ValueError, KeyError,
+            TypeError)
+
+
+def _check_consistent(n_terms: int, n_ids: int, n_articles: int, scripts: np.ndarray, doc_ptr: np.ndarray,
+                      doc_terms: np.ndarray, doc_tfs: np.ndarray) -> None:
+    """Raise ValueError unless the saved arrays fit together (a file that unzips but cannot be a saved index)."""
+    ok = (n_articles == n_ids and scripts.shape == (n_ids,) and doc_ptr.shape == (n_ids + 1,)
+          and doc_ptr.dtype == np.int64 and doc_terms.dtype == np.int32 and doc_tfs.dtype == np.uint16
+          and doc_terms.shape == doc_tfs.shape == (int(doc_ptr[-1]),) and int(doc_ptr[0]) == 0
+          and bool(np.all(np.diff(doc_ptr) >= 0))
+          and (not len(doc_terms) or (int(doc_terms.min()) >= 0 and int(doc_terms.max()) < n_terms)))
+    if not ok:
+        raise ValueError("inconsistent saved lexical index")
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files of saves of ``path`` whose process is gone (killed mid-save)."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _header(data) -> dict | None:
     """The header of a saved index, or None when it was saved in another format."""
     header = json.loads(data["header"].tobytes().decode())
+    if not isinstance(header, dict):
+        raise ValueError("the header of a saved lexical index is not an object")
     return header if header.get("format") == FORMAT else None
 
 

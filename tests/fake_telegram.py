@@ -10,7 +10,8 @@ It implements the methods the bot calls (getMe, setMyCommands, deleteWebhook, ge
 setWebhook, sendMessage, editMessageText, sendChatAction, answerCallbackQuery, getFile) and file downloads
 (``/file/bot<token>/<path>``). Every call is recorded in ``calls`` with its decoded parameters; anything else
 answers 404 and is recorded in ``unknown``. ``flood(method, retry_after)`` makes the next call of a method
-fail with 429 and ``retry_after``, like Telegram's flood control.
+fail with 429 and ``retry_after``, like Telegram's flood control; ``fail(method, times, status)`` makes the
+next ``times`` calls fail with HTTP ``status`` (a proxy in between or Telegram itself having trouble).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class FakeTelegram:
         self._updates: list[dict] = []
         self._chats: dict[int, dict] = {}
         self._floods: dict[str, list[int]] = {}
+        self._failures: dict[str, list[int]] = {}
         self._next_update = 1
         self._next_message = 1
         self._cond = threading.Condition()
@@ -157,6 +159,10 @@ class FakeTelegram:
     def flood(self, method: str, retry_after: int = 1) -> None:
         self._floods.setdefault(method, []).append(retry_after)
 
+    def fail(self, method: str, times: int = 1, status: int = 502) -> None:
+        """The next ``times`` calls of ``method`` answer HTTP ``status`` (recorded as ``method:failed``)."""
+        self._failures.setdefault(method, []).extend([status] * times)
+
     # -- what the bot sent
 
     def calls_of(self, method: str, chat_id: int | None = None) -> list[Call]:
@@ -202,6 +208,10 @@ class FakeTelegram:
             return list(self._updates[:int(params.get("limit") or 100)])
 
     def api(self, method: str, params: dict) -> tuple[int, dict]:
+        if self._failures.get(method):
+            status = self._failures[method].pop(0)
+            self.calls.append(Call(method + ":failed", params))
+            return status, {"ok": False, "error_code": status, "description": f"HTTP {status} from the proxy"}
         if self._floods.get(method):
             retry_after = self._floods[method].pop(0)
             self.calls.append(Call(method + ":flooded", params))
