@@ -2,7 +2,9 @@
 
 Every span is a pair of character offsets into the article text, so ``text[start:end]`` is always the exact
 passage or sentence: a citation can point at the span it quotes. Boundaries are paragraph breaks first, then
-sentence ends (``. ! ? ؟`` and line breaks), then clause marks (``؛ ، ; ,``) for over-long sentences.
+sentence ends (``. ! ? ؟`` and line breaks), then clause marks (``؛ ، ; ,``) for over-long sentences, and last
+by length (at a space when there is one, else anywhere) for a run longer than ``MAX_PASSAGE`` with no such mark
+(a 5 MB line without punctuation): no passage is ever longer than ``MAX_PASSAGE``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ MIN_PASSAGE = 80  # a shorter paragraph (a headline, a byline) is joined to the 
 MAX_PASSAGE = 2100  # a longer paragraph is cut at sentence ends into pieces of about TARGET_PASSAGE
 TARGET_PASSAGE = 1000
 MAX_SENTENCE = 400  # a longer sentence is cut at clause marks for sentence vectors
+# No passage is longer than MAX_PASSAGE: a clause still longer than that is cut by length into pieces of at most
+# TARGET_PASSAGE (only such over-long runs are cut this way, so the passages of every other text are the ones
+# chunker version 1 made: VERSION stays 1).
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _SENTENCE_END = re.compile(r"(?<=[.!?؟…])[\"'”»)\]]*\s+|\n+")
 _CLAUSE_END = re.compile(r"(?<=[؛،;,:])\s+")
+_TO_LAST_SPACE = re.compile(r".*\s", re.DOTALL)
 
 Span = tuple[int, int]
 
@@ -55,16 +61,47 @@ def paragraphs(text: str) -> list[Span]:
     return _split(text, 0, len(text), _PARAGRAPH_BREAK)
 
 
-def sentences(text: str, start: int = 0, end: int | None = None, max_len: int = MAX_SENTENCE) -> list[Span]:
-    """Sentence spans of ``text[start:end]``; sentences longer than ``max_len`` are cut at clause marks."""
+def sentences(text: str, start: int = 0, end: int | None = None, max_len: int = MAX_SENTENCE,
+              hard_max: int | None = None) -> list[Span]:
+    """Sentence spans of ``text[start:end]``; sentences longer than ``max_len`` are cut at clause marks, and
+    (with ``hard_max``) a clause longer than ``hard_max`` by length into pieces of at most ``max_len``."""
     end = len(text) if end is None else end
     out: list[Span] = []
     for s, e in _split(text, start, end, _SENTENCE_END):
         if e - s <= max_len:
             out.append((s, e))
             continue
-        out.extend(_pack(_split(text, s, e, _CLAUSE_END), max_len))
+        clauses = _split(text, s, e, _CLAUSE_END)
+        if hard_max is not None:
+            clauses = [piece for cs, ce in clauses
+                       for piece in (_cut(text, cs, ce, max_len) if ce - cs > hard_max else [(cs, ce)])]
+        out.extend(_pack(clauses, max_len))
     return out
+
+
+def _cut(text: str, start: int, end: int, limit: int) -> list[Span]:
+    """``text[start:end]`` cut by length into spans of at most ``limit`` characters, each ending at the last
+    white space that keeps it within the limit (anywhere, when the piece has no white space)."""
+    out: list[Span] = []
+    pos = start
+    while pos < end:
+        if end - pos <= limit:
+            cut = end
+        else:
+            space = _last_space(text, pos, pos + limit)
+            cut = space if space > pos else pos + limit
+        span = _strip(text, pos, cut)
+        if span:
+            out.append(span)
+        pos = cut
+    return out
+
+
+def _last_space(text: str, start: int, end: int) -> int:
+    """The offset of the last white space character in ``text[start:end + 1]`` (the character just after the
+    limit may be the space to cut at), or -1."""
+    match = _TO_LAST_SPACE.match(text, start, end + 1)
+    return match.end() - 1 if match else -1
 
 
 def _pack(spans: list[Span], limit: int) -> list[Span]:
@@ -89,7 +126,7 @@ def passage_spans(text: str) -> list[Span]:
             pending = (s, e)
             continue
         if e - s > MAX_PASSAGE:
-            spans.extend(_pack(sentences(text, s, e, max_len=TARGET_PASSAGE), TARGET_PASSAGE))
+            spans.extend(_pack(sentences(text, s, e, max_len=TARGET_PASSAGE, hard_max=MAX_PASSAGE), TARGET_PASSAGE))
         else:
             spans.append((s, e))
     if pending is not None:

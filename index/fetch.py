@@ -4,17 +4,27 @@ no requests to private or local addresses unless ``NEWSDESK_ALLOW_PRIVATE_URLS``
 When private addresses are refused, the host is resolved here, every address it resolves to is checked, and the
 request is sent to the checked address (with the original ``Host`` header and TLS server name), so a DNS answer
 that changes between the check and the connection cannot reach an internal service.
+
+``NEWSDESK_FETCH_TIMEOUT`` bounds the whole fetch (connecting, every redirect, headers and body), not each read:
+every socket operation is given at most the time left until the deadline, so a server that trickles its
+headers or its body one byte at a time cannot hold the fetch past it.
+
+A user name and password in the URL (``https://user:secret@host/``) are sent, as HTTP basic authentication,
+only to that URL's scheme, host and port (a redirect elsewhere does not get them), and appear in no URL this
+module returns or message it raises (``strip_userinfo``).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import time
 from dataclasses import dataclass
 
+import httpcore
 import httpx
 
 from .errors import FetchError
@@ -23,6 +33,26 @@ from .settings import Settings
 MAX_REDIRECTS = 5
 USER_AGENT = "newsdesk/0.1 (news article indexer)"
 _ACCEPTED_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "text/markdown")
+_USERINFO = re.compile(r"^(\s*[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\\]*@")
+
+
+def strip_userinfo(url: str) -> str:
+    """``url`` without the user name and password before its host (``https://user:pw@host/x`` →
+    ``https://host/x``); anything else unchanged, even when it is not a valid URL."""
+    return _USERINFO.sub(r"\1", url, count=1)
+
+
+def same_site(url: str, other: str) -> bool:
+    """Whether two http(s) URLs are on the same host (``www.`` aside, any port or scheme)."""
+    def host(u: str) -> str | None:
+        try:
+            name = httpx.URL(u).host.lower().rstrip(".")
+        except (httpx.InvalidURL, TypeError, ValueError):
+            return None
+        return name[4:] if name.startswith("www.") else name
+
+    a, b = host(url), host(other)
+    return a is not None and a == b and a != ""
 
 
 @dataclass(frozen=True)
@@ -50,17 +80,20 @@ class FetchedPage:
 def fetch_url(url: str, settings: Settings) -> FetchedPage:
     """Download one HTML or text page. Raises :class:`FetchError` with a one-line message on any failure."""
     timeout = settings.fetch_timeout or None
-    deadline = time.monotonic() + 3 * timeout if timeout else None  # a server dripping bytes cannot hold us
+    deadline = time.monotonic() + timeout if timeout else None  # for the whole fetch, redirects included
     logging.getLogger("httpx").setLevel(logging.WARNING)
     headers = {"User-Agent": USER_AGENT, "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1"}
-    with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False,
-                      headers=headers) as client:
-        current = _parse_url(url)
+    current = _parse_url(url)
+    auth, auth_origin = _credentials(current), _origin(current)
+    current = _without_userinfo(current)
+    shown = str(current)
+    with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False, headers=headers,
+                      transport=_transport(deadline)) as client:
         for _hop in range(MAX_REDIRECTS + 1):
             host = current.host
             try:
                 request = _build_request(client, current, settings)
-                response = client.send(request, stream=True)
+                response = client.send(request, stream=True, auth=auth if _origin(current) == auth_origin else None)
             except httpx.HTTPError as exc:
                 raise FetchError(f"could not reach {host}: {_describe(exc)}") from exc
             try:
@@ -68,26 +101,101 @@ def fetch_url(url: str, settings: Settings) -> FetchedPage:
                     location = response.headers.get("location", "")
                     if not location:
                         raise FetchError(f"{host} sent a redirect without a location")
-                    current = _parse_url(str(current.join(location)))
+                    current = _without_userinfo(_parse_url(str(current.join(location))))
                     continue
-                return _read_page(response, current, settings, deadline)
+                return _read_page(response, current, settings)
             except httpx.HTTPError as exc:
                 raise FetchError(f"could not read the page from {host}: {_describe(exc)}") from exc
             finally:
                 response.close()
-    raise FetchError(f"{url} redirected more than {MAX_REDIRECTS} times")
+    raise FetchError(f"{shown} redirected more than {MAX_REDIRECTS} times")
 
 
 def _parse_url(url: str) -> httpx.URL:
+    shown = strip_userinfo(url.strip())
     try:
         parsed = httpx.URL(url.strip())
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
-        raise FetchError(f"not a valid URL: {url}") from exc
+        raise FetchError(f"not a valid URL: {shown}") from exc
     if parsed.scheme not in ("http", "https"):
-        raise FetchError(f"only http and https URLs can be fetched, not {parsed.scheme or 'this'}: {url}")
+        raise FetchError(f"only http and https URLs can be fetched, not {parsed.scheme or 'this'}: {shown}")
     if not parsed.host:
-        raise FetchError(f"the URL has no host: {url}")
+        raise FetchError(f"the URL has no host: {shown}")
     return parsed
+
+
+def _credentials(url: httpx.URL) -> httpx.BasicAuth | None:
+    return httpx.BasicAuth(url.username, url.password) if url.userinfo else None
+
+
+def _without_userinfo(url: httpx.URL) -> httpx.URL:
+    return url.copy_with(username=None, password=None) if url.userinfo else url
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)
+
+
+# ---------------------------------------------------------------- one deadline for the whole fetch
+
+
+def _transport(deadline: float | None) -> httpx.HTTPTransport:
+    """httpx's transport, its connections made by ``_DeadlineBackend``. (httpx has no setting for the network
+    backend: the connection pool it made is replaced by the same pool with ours.)"""
+    transport = httpx.HTTPTransport(trust_env=False)
+    if deadline is not None:
+        transport._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(trust_env=False),
+                                                  network_backend=_DeadlineBackend(deadline))
+    return transport
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """Plain sockets (httpcore's own backend) whose every operation is given at most the time left until
+    ``deadline``; past it, an operation times out at once (httpx: a ``TimeoutException``)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._backend = httpcore.SyncBackend()
+
+    def left(self, timeout: float | None, error: type[Exception]) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise error("the fetch took longer than NEWSDESK_FETCH_TIMEOUT")
+        return left if timeout is None else min(timeout, left)
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        stream = self._backend.connect_tcp(host, port, self.left(timeout, httpcore.ConnectTimeout), local_address,
+                                           socket_options)
+        return _DeadlineStream(stream, self)
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        return _DeadlineStream(self._backend.connect_unix_socket(
+            path, self.left(timeout, httpcore.ConnectTimeout), socket_options), self)
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream, backend: _DeadlineBackend) -> None:
+        self._stream, self._backend = stream, backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._backend.left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._backend.left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        stream = self._stream.start_tls(ssl_context, server_hostname,
+                                        self._backend.left(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(stream, self._backend)
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
 
 
 def _build_request(client: httpx.Client, url: httpx.URL, settings: Settings) -> httpx.Request:
@@ -129,9 +237,7 @@ def is_public_address(address: str) -> bool:
                 or ip.is_unspecified or not ip.is_global)
 
 
-def _read_page(response: httpx.Response, url: httpx.URL, settings: Settings,
-               deadline: float | None) -> FetchedPage:
-    host = url.host
+def _read_page(response: httpx.Response, url: httpx.URL, settings: Settings) -> FetchedPage:
     if not response.is_success:
         raise FetchError(f"{url} returned HTTP {response.status_code}")
     raw_type = response.headers.get("content-type", "")
@@ -148,8 +254,6 @@ def _read_page(response: httpx.Response, url: httpx.URL, settings: Settings,
         body += chunk
         if len(body) > limit:
             raise too_big
-        if deadline is not None and time.monotonic() > deadline:
-            raise FetchError(f"could not read the page from {host}: timed out")
     charset = response.charset_encoding if content_type else None
     return FetchedPage(url_final=str(url), content_type=content_type, body=bytes(body), charset=charset)
 

@@ -4,8 +4,15 @@
 :class:`Failure` with a one-line reason, and the rest still loads.
 
 Article ids are stable across runs: a file given directly → its name without extension; a file found under a
-given folder → its path relative to that folder without extension ("2020/karabakh"); a URL → the page's
-canonical URL (else the final URL after redirects); a JSON record → its ``id``, else ``sha256(text)[:16]``.
+given folder → its path relative to that folder without extension ("2020/karabakh"); a URL → the final URL after
+redirects, or the page's canonical URL when that is on the same site (the same host, ``www.`` aside: a page
+cannot claim another site's article); a JSON record → its ``id``, else ``sha256(text)[:16]``. A user name and
+password in a URL (``https://user:secret@host/``) are removed before anything else: no id, ``url``, origin,
+failure or log line ever holds them (they are only sent to that host, see ``fetch``).
+
+Only regular files are read: a FIFO, socket or device (in a folder, or given directly) is a failure "not a
+regular file (FIFO)", never opened (opening a FIFO blocks until someone writes to it). A folder that cannot be
+read is a failure too, and says which of its articles must not be pruned (``Failure.root``/``keep_prefix``).
 
 ``Article.text`` always starts with the title line. For text files it is the file after the front matter, with
 line endings normalised to ``\\n`` and leading/trailing blank lines removed, otherwise unchanged (citations are
@@ -20,13 +27,14 @@ import json
 import logging
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .fetch import FetchedPage, fetch_url
+from .fetch import FetchedPage, fetch_url, same_site, strip_userinfo
 from .settings import Settings
 from .textnorm import normalize
 from .types import Article, Failure, LoadResult
@@ -74,52 +82,100 @@ def _load_one(source: str, settings: Settings, result: LoadResult) -> Iterator[A
         yield Failure(source, "empty source (expected a file, a folder or a URL)")
         return
     if _URL_RE.match(source):
-        yield from _guard(source, None, lambda: [_load_url(source, settings)])
+        shown = strip_userinfo(source)  # before anything else: the password is never shown or stored
+        yield from _guard(shown, None, lambda: [_load_url(source, shown, settings)])
         return
     path = Path(source).expanduser()
-    if path.is_dir():
-        root = path.resolve()
-        result.roots.append(str(root))
-        for file in _walk(path):
-            rel_id = file.relative_to(path).with_suffix("").as_posix()
-            yield from _load_file(file, rel_id, str(root), settings)
-    elif path.is_file():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        yield Failure(source, "a broken link" if os.path.lexists(path) else "no such file or folder")
+        return
+    except OSError as exc:
+        yield Failure(source, f"cannot read it: {exc.strerror or 'I/O error'}")
+        return
+    if stat.S_ISDIR(mode):
+        root = str(path.resolve())
+        result.roots.append(root)
+        for item in _walk(path, root):
+            if isinstance(item, Failure):
+                yield item
+            else:
+                rel_id = item.relative_to(path).with_suffix("").as_posix()
+                yield from _load_file(item, rel_id, root, settings)
+    elif stat.S_ISREG(mode):
         if path.suffix.lower() not in EXTENSIONS:
             yield Failure(source, f"unsupported file type {path.suffix or '(none)'!r} "
                                   f"(use {', '.join(sorted(EXTENSIONS))})")
             return
         yield from _load_file(path, path.stem, None, settings)
-    elif path.exists():
-        yield Failure(source, "not a regular file or folder")
     else:
-        yield Failure(source, "no such file or folder")
+        yield Failure(source, f"not a regular file ({_file_kind(mode)})")
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    """Files with a supported extension under ``folder``, in a stable order, skipping hidden files and folders."""
-    for dirpath, dirnames, filenames in os.walk(folder):
+def _file_kind(mode: int) -> str:
+    """What a file that is not a regular file or folder is, in a few words."""
+    for test, kind in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def _walk(folder: Path, root: str) -> Iterator[Path | Failure]:
+    """Files with a supported extension under ``folder``, in a stable order, skipping hidden files and folders;
+    one that is not a regular file (a FIFO, socket, device), and a folder that cannot be read, is a Failure
+    instead (it keeps the articles that were found there before: they are not pruned)."""
+    errors: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=errors.append):
+        while errors:
+            yield _folder_failure(errors.pop(0), folder, root)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix.lower() in EXTENSIONS:
-                yield Path(dirpath) / name
+            if name.startswith(".") or Path(name).suffix.lower() not in EXTENSIONS:
+                continue
+            path = Path(dirpath) / name
+            try:
+                mode = path.stat().st_mode
+            except OSError:
+                mode = None  # a broken link: reading it says why
+            if mode is None or stat.S_ISREG(mode):
+                yield path
+            else:
+                yield Failure(str(path), f"not a regular file ({_file_kind(mode)})",
+                              path.relative_to(folder).with_suffix("").as_posix())
+    while errors:
+        yield _folder_failure(errors.pop(0), folder, root)
+
+
+def _folder_failure(exc: OSError, folder: Path, root: str) -> Failure:
+    where = Path(exc.filename) if exc.filename else folder
+    try:
+        prefix = where.relative_to(folder).as_posix()
+    except ValueError:
+        prefix = "."
+    prefix = "" if prefix == "." else prefix + "/"
+    return Failure(str(where), f"cannot read folder: {exc.strerror or 'I/O error'}", root=root,
+                   keep_prefix=prefix)
 
 
 def _guard(source: str, article_id: str | None,
-           load: Callable[[], Iterable[Article | Failure]]) -> list[Article | Failure]:
+           load: Callable[[], Iterable[Article | Failure]], file: str | None = None) -> list[Article | Failure]:
+    """``load()``, or its error as a Failure of ``source`` (``file``: the file whose articles it keeps)."""
     try:
         return list(load())
     except InputError as exc:
-        return [Failure(source, _one_line(str(exc)), article_id)]
+        return [Failure(source, _one_line(str(exc)), article_id, file=file)]
     except Exception as exc:  # a library's surprise must not stop the other sources
         log.warning("unexpected error loading %s", source, exc_info=True)
-        return [Failure(source, f"unexpected error while loading ({type(exc).__name__})", article_id)]
+        return [Failure(source, f"unexpected error while loading ({type(exc).__name__})", article_id, file=file)]
 
 
 def _load_file(path: Path, article_id: str, root: str | None, settings: Settings) -> list[Article | Failure]:
     suffix = path.suffix.lower()
     source = str(path)
-    if suffix in JSON_EXTENSIONS:
-        return _guard(source, None, lambda: _json_records(path, root, settings))
+    if suffix in JSON_EXTENSIONS:  # its records' ids are inside it: a failure keeps what it held before
+        return _guard(source, None, lambda: _json_records(path, root, settings), file=os.path.realpath(path))
 
     def load() -> list[Article]:
         data = read_limited(path, settings)
@@ -133,33 +189,75 @@ def _load_file(path: Path, article_id: str, root: str | None, settings: Settings
     return _guard(source, article_id, load)
 
 
-def _load_url(url: str, settings: Settings) -> Article:
+def _load_url(url: str, shown: str, settings: Settings) -> Article:
+    """The article at ``url``; ``shown`` is the URL without its user name and password (its origin)."""
     page: FetchedPage = fetch_url(url, settings)
     if page.is_html:
-        article = article_from_html(page.body, None, origin=url, base_url=page.url_final, charset=page.charset)
+        article = article_from_html(page.body, None, origin=shown, base_url=page.url_final, charset=page.charset)
     else:
-        article = article_from_text(decode_text(page.body, page.charset), page.url_final, origin=url)
+        article = article_from_text(decode_text(page.body, page.charset), page.url_final, origin=shown)
         article.url = page.url_final
     return article
+
+
+# ---------------------------------------------------------------- identity across runs
+
+
+def origin_file(origin: str) -> str:
+    """The file an article's ``origin`` names: the origin itself, or for a JSON record ("file.jsonl:3") the file."""
+    match = re.fullmatch(r"(.+):(\d+)", origin)
+    return match.group(1) if match and not os.path.lexists(origin) else origin
+
+
+def conflict(article: Article, record: dict) -> str | None:
+    """Why ``article`` may not replace the indexed article with the same id (``record``: its registry record),
+    or None when it may. It may when it comes from the same place: a URL replaces what was loaded from a URL
+    (the id is the URL fetched, or a canonical URL on its site: the same page); a file replaces what was found
+    under the same given folder, or loaded from the same file, or from a file that no longer exists (it moved).
+    Anything else (another folder's file with the same relative path, a JSON record naming another source's
+    id, a page taking a file's id) is a conflict: the indexed article stays as it is."""
+    old = str(record.get("origin") or "")
+    if not old:
+        return None  # written before origins were recorded
+    new_url, old_url = bool(_URL_RE.match(article.origin)), bool(_URL_RE.match(old))
+    if new_url and old_url:
+        return None
+    if not new_url and not old_url:
+        if article.root and record.get("root") == article.root:
+            return None
+        old_path, new_path = origin_file(old), origin_file(article.origin)
+        if not os.path.lexists(old_path) or os.path.realpath(old_path) == os.path.realpath(new_path):
+            return None
+    return (f"article id {article.id!r} is already taken by {old}: not replaced (rename one of them, or remove "
+            f"that one and index its folder with --prune)")
 
 
 # ---------------------------------------------------------------- reading and decoding
 
 
 def read_limited(path: Path, settings: Settings) -> bytes:
-    """Read a whole file, refusing (before reading) one larger than ``settings.max_file_bytes``."""
+    """Read a whole regular file, refusing (before reading) one larger than ``settings.max_file_bytes`` and
+    anything else (a FIFO, socket or device: opened without blocking, never read)."""
     limit = settings.max_file_bytes
     too_big = InputError(f"file is larger than the {settings.max_file_mb:g} MB limit")
     try:
-        if path.stat().st_size > limit:
-            raise too_big
-        with path.open("rb") as fh:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(f"not a regular file ({_file_kind(mode)})")
+        # O_NONBLOCK: should it have been swapped for a FIFO since stat(), opening it does not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with open(fd, "rb", closefd=True) as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise InputError(f"not a regular file ({_file_kind(info.st_mode)})")
+            if info.st_size > limit:
+                raise too_big
             data = fh.read(limit + 1)
     except OSError as exc:
         raise InputError(f"cannot read file: {exc.strerror or 'I/O error'}") from exc
     if len(data) > limit:  # it grew since stat()
         raise too_big
-    if not data.strip():
+    if not data or data.isspace():
         raise InputError("empty file")
     return data
 
@@ -188,7 +286,7 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
         raise InputError("cannot decode text (not UTF-8, UTF-16 or Windows-1256)")
     if _looks_binary(text):
         raise InputError("binary file, not text")
-    if not text.strip():
+    if not text or text.isspace():
         raise InputError("empty file")
     return text
 
@@ -226,13 +324,29 @@ def _looks_binary(text: str) -> bool:
 
 def _plausibly_arabic(text: str) -> bool:
     """Text decoded as Windows-1256 is believed when its non-ASCII characters are mostly Arabic letters or
-    common punctuation (Latin-1 text or random bytes decode to other symbols)."""
-    non_ascii = [c for c in text if ord(c) > 127]
+    common punctuation (Latin-1 text or random bytes decode to other symbols). Counted without a list of the
+    characters (one string object per character: 800 MB for a 10 MB file)."""
+    non_ascii = len(text) - _count(_ASCII, text)
     if not non_ascii:
         return True
-    arabic = sum(1 for c in non_ascii if "\u0600" <= c <= "\u06ff")
-    punct = sum(1 for c in non_ascii if c in "«»…–—‘’“”\u00a0\u200c\u200d\u200e\u200f")
-    return arabic > 0 and (arabic + punct) >= 0.9 * len(non_ascii)
+    arabic = _count(_ARABIC_BLOCK, text)
+    punct = _count(_ARABIC_PUNCT, text)
+    return arabic > 0 and (arabic + punct) >= 0.9 * non_ascii
+
+
+_ASCII = re.compile("[\x00-\x7f]+")
+_ARABIC_BLOCK = re.compile("[\u0600-\u06ff]+")
+_ARABIC_PUNCT = re.compile("[«»…–—‘’“”\u00a0\u200c\u200d\u200e\u200f]+")
+
+
+def _count(pattern: re.Pattern, text: str) -> int:
+    """How many characters of ``text`` ``pattern`` (a character class with ``+``) matches."""
+    return sum(m.end() - m.start() for m in pattern.finditer(text))
+
+
+def _clean_url(url: str | None) -> str | None:
+    """A URL from an article's metadata, without a user name and password."""
+    return strip_userinfo(url.strip()) or None if url else None
 
 
 def _one_line(message: str) -> str:
@@ -251,9 +365,9 @@ def article_from_text(text: str, article_id: str, *, markdown: bool = False, ori
     """Build an article from the decoded contents of a .txt/.md file (front matter and dateline understood)."""
     meta, body = split_front_matter(text.lstrip("\ufeff"))
     body = _clean_text(body)
-    if not body.strip():
+    if not body:
         raise InputError("empty file")
-    first_line = next(line for line in body.split("\n") if line.strip())
+    first_line = _nonblank_lines(body, 1)[0]
     title = meta.get("title") or _title_from_line(first_line, markdown)
     source = meta.get("source")
     published = parse_date(meta["published"]) if meta.get("published") else None
@@ -261,7 +375,7 @@ def article_from_text(text: str, article_id: str, *, markdown: bool = False, ori
         outlet, date = find_dateline(body)
         source = source or outlet
         published = published or date
-    return Article(id=article_id, title=title, text=body, url=meta.get("url") or None, source=source,
+    return Article(id=article_id, title=title, text=body, url=_clean_url(meta.get("url")), source=source,
                    published=published, lang=meta.get("lang") or guess_lang(body), origin=origin)
 
 
@@ -323,7 +437,7 @@ _DATELINE = re.compile(r"\(\s*(?P<outlet>[^()\n]+?)\s*[-–—]\s*(?P<date>[^()\
 def find_dateline(text: str) -> tuple[str | None, str | None]:
     """(outlet, ISO date) from a ``(OUTLET / AGENCY - 28 سبتمبر 2020ء)`` dateline at the start of the first
     paragraph after the title (or of the first line, when the text has no title line)."""
-    lines = [line for line in text.split("\n") if line.strip()][:2]
+    lines = _nonblank_lines(text, 2)
     for line in reversed(lines):
         match = _DATELINE.match(line.strip())
         if match:
@@ -332,6 +446,19 @@ def find_dateline(text: str) -> tuple[str | None, str | None]:
                 outlet = match.group("outlet").split("/")[-1].strip()
                 return outlet or None, published
     return None, None
+
+
+def _nonblank_lines(text: str, n: int) -> list[str]:
+    """The first ``n`` lines of ``text`` that are not blank (without splitting all of a long text)."""
+    out: list[str] = []
+    pos = 0
+    while len(out) < n and pos <= len(text):
+        end = text.find("\n", pos)
+        end = len(text) if end < 0 else end
+        if not text[pos:end].isspace() and end > pos:
+            out.append(text[pos:end])
+        pos = end + 1
+    return out
 
 
 def parse_date(value: str) -> str | None:
@@ -394,7 +521,9 @@ def guess_lang(text: str) -> str | None:
 def article_from_html(data: bytes, article_id: str | None, *, origin: str = "", base_url: str | None = None,
                       charset: str | None = None) -> Article:
     """The main text of an HTML page (menus, scripts, footers left out), with its title, canonical URL and date.
-    ``article_id`` None → the canonical URL (else ``base_url``) is the id."""
+    ``article_id`` None → the canonical URL (else ``base_url``) is the id. For a fetched page (``base_url``) the
+    canonical URL counts only when it is on the same site as ``base_url``: a page cannot name itself another
+    site's article."""
     import trafilatura  # slow to import; only needed for HTML
 
     for name in ("trafilatura", "htmldate"):  # they log every page they give up on; we report failures
@@ -419,7 +548,9 @@ def article_from_html(data: bytes, article_id: str | None, *, origin: str = "", 
     if not body.startswith(title):
         body = f"{title}\n\n{body}"
     outlet, date = find_dateline(body)
-    url = doc.url if doc.url and doc.url.startswith(("http://", "https://")) else base_url
+    url = _clean_url(doc.url) if doc.url and doc.url.startswith(("http://", "https://")) else None
+    if base_url is not None and (url is None or not same_site(url, base_url)):
+        url = base_url
     return Article(id=article_id or url or origin, title=_title_from_line(title, False), text=body, url=url,
                    source=(doc.sitename or "").strip() or outlet, published=date or parse_date(doc.date or ""),
                    lang=guess_lang(body), origin=origin)
@@ -494,13 +625,13 @@ def _record_article(record: Any, where: str, root: str | None) -> Article | Fail
         value = record.get(name)
         return (str(value).strip() or None) if isinstance(value, (str, int, float)) else None
 
-    title = field("title") or _title_from_line(next(x for x in body.split("\n") if x.strip()), False)
+    title = field("title") or _title_from_line(_nonblank_lines(body, 1)[0], False)
     if not body.startswith(title):
         body = f"{title}\n\n{body}"
     outlet, date = find_dateline(body)
     published = field("published")
     return Article(
         id=article_id or hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16], title=title, text=body,
-        url=field("url"), source=field("source") or outlet,
+        url=_clean_url(field("url")), source=field("source") or outlet,
         published=(parse_date(published) if published else None) or date,
         lang=field("lang") or guess_lang(body), origin=where, root=root)

@@ -36,9 +36,15 @@ class Article:
 
 @dataclass
 class Failure:
-    source: str  # the file path or URL as given
+    """A source (or a part of one) that could not be loaded this time. What it says about the articles it
+    held before keeps them from being pruned: their id, the file they came from, or a folder."""
+
+    source: str  # the file path or URL as given (a URL without its user name and password)
     error: str  # one line
     article_id: str | None = None  # when known: an article that failed to load is not pruned
+    file: str | None = None  # a file that failed as a whole (JSON), real path: the articles it held are kept
+    root: str | None = None  # with keep_prefix: a folder that could not be read, under this given folder…
+    keep_prefix: str | None = None  # …the articles whose id starts with this ("" = all of root's) are kept
 
 
 @dataclass

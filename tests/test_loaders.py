@@ -422,6 +422,8 @@ def server() -> Iterator[Server]:
             path = self.path
             if path == "/article":
                 self.send(200, article_page(canonical="https://news.example.com/2020/08/beirut").encode())
+            elif path.startswith("/same-site"):
+                self.send(200, article_page(canonical=f"{state.base}/2020/08/beirut").encode())
             elif path == "/short":
                 self.send(200, article_page(wrap="div").encode())
             elif path == "/old":
@@ -471,13 +473,18 @@ def server() -> Iterator[Server]:
     httpd.server_close()
 
 
-def test_url_article_uses_the_canonical_url_as_id(server):
-    url = f"{server.base}/article"
+def test_url_article_is_identified_by_the_url_fetched_not_another_sites_canonical(server):
+    url = f"{server.base}/article"  # its canonical URL is on news.example.com: not this site's to claim
     article = only_article(load(url))
     assert_main_text_only(article.text)
-    assert article.id == article.url == "https://news.example.com/2020/08/beirut"
+    assert article.id == article.url == url
     assert (article.origin, article.root) == (url, None)
     assert (article.title, article.lang, article.published) == ("انفجار بيروت", "ar", "2020-08-04")
+
+
+def test_url_article_uses_a_canonical_url_on_the_same_site_as_id(server):
+    article = only_article(load(f"{server.base}/same-site?utm_source=feed"))
+    assert article.id == article.url == f"{server.base}/2020/08/beirut"
 
 
 def test_short_page_after_a_redirect_is_identified_by_its_final_url(server):
