@@ -137,7 +137,7 @@ def build(home: Path, start: int, stop: int, vectors_file: Path, noise: float) -
     import numpy as np
 
     from newsdesk.index.settings import Settings
-    from newsdesk.index.store import Store, StoredPassage
+    from newsdesk.index.store import Store, StoredPassage, passage_id, version_tag
     from newsdesk.index.types import Article, Chunk
 
     vecs = np.load(vectors_file)
@@ -181,7 +181,9 @@ def build(home: Path, start: int, stop: int, vectors_file: Path, noise: float) -
                               origin=f"bench://{article_id}")
             rows = slice(group[0] - batch_start, group[-1] - batch_start + 1)
             items.append((article, chunks, v1[rows]))
-            passages.extend(StoredPassage(c.id, article_id, c.text, c.start, c.end) for c in chunks)
+            tag = version_tag(article, chunks)  # the ids the store writes them under
+            passages.extend(StoredPassage(passage_id(article_id, c.index, tag), article_id, c.text, c.start, c.end)
+                            for c in chunks)
         t = time.perf_counter()
         store.write_articles(items, "use-m3", use.shape[1])
         t2 = time.perf_counter()

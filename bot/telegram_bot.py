@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 import math
 import re
@@ -37,7 +36,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction, ParseMode
-from telegram.error import InvalidToken, RetryAfter, TelegramError
+from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -51,6 +50,7 @@ from telegram.ext import (
 )
 
 from newsdesk.index.errors import ConfigError, NewsdeskError
+from newsdesk.index.fetch import strip_userinfo
 from newsdesk.index.loaders import EXTENSIONS
 from newsdesk.index.settings import Settings
 
@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 TYPING_EVERY = 4.0  # seconds; Telegram shows "typing…" for about 5 s
 FILL_EVERY = 30.0  # seconds between checks for passages still missing accurate vectors
 FILL_BATCH = 4  # passages per e5 call in the background: a question waits for at most one such call
+FILL_PAUSE = 0.5  # seconds between the background fill's rounds of 32 passages (another writer may be waiting)
 MAX_RETRY_WAIT = 60.0  # flood control: longer waits are not worth holding a handler for
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 NEW_MESSAGE = filters.UpdateType.MESSAGE  # not edits, not channel posts
@@ -200,6 +201,7 @@ class NewsdeskBot:
         self.conversations = Conversations(settings.history_turns, settings.history_ttl_seconds)
         self._stopping = threading.Event()
         self._fill_task: asyncio.Task | None = None
+        self._articles: tuple[str, list[dict]] | None = None  # (store generation, the article list then)
 
     # sending
 
@@ -242,10 +244,12 @@ class NewsdeskBot:
             await asyncio.to_thread(self.index.search, "warm-up", 1)
         while not self._stopping.is_set():
             try:
+                # wait=False: while another process (`newsdesk index`) writes, the round is skipped; the pause
+                # between batches lets a writer that waits for the lock have it
                 while not self._stopping.is_set() and await asyncio.to_thread(
                         self.index.fill_accurate, limit=32, should_stop=self._stopping.is_set,
-                        batch=FILL_BATCH) > 0:
-                    pass
+                        batch=FILL_BATCH, wait=False) > 0:
+                    await asyncio.sleep(FILL_PAUSE)
             except NewsdeskError as exc:
                 log.warning("accurate vectors: %s", exc)
             except Exception:
@@ -288,6 +292,15 @@ class NewsdeskBot:
             await self.reply(update, context, render.PRIVATE)
         raise ApplicationHandlerStop
 
+    async def _slowed(self, update: Update, context: Context) -> bool:
+        """Count a request that costs the server work (a question, /sources, /stats) against the sender's rate
+        limit; when it is over the limit, say when to try again and return True."""
+        who = update.effective_user or update.effective_chat
+        if wait := self.limiter.wait(who.id):
+            await self.reply(update, context, render.SLOW_DOWN.format(seconds=math.ceil(wait)))
+            return True
+        return False
+
     def _is_admin(self, update: Update) -> bool:
         user = update.effective_user
         return user is not None and user.id in self.settings.telegram_admin_ids
@@ -301,9 +314,8 @@ class NewsdeskBot:
         if len(question) > render.MAX_QUESTION_CHARS:
             return await self.reply(update, context,
                                     render.TOO_LONG.format(n=len(question), limit=render.MAX_QUESTION_CHARS))
-        who = update.effective_user or update.effective_chat
-        if wait := self.limiter.wait(who.id):
-            return await self.reply(update, context, render.SLOW_DOWN.format(seconds=math.ceil(wait)))
+        if await self._slowed(update, context):
+            return
         chat_id = update.effective_chat.id
         async with typing(context.bot, chat_id):
             answer = await self.engine.ask(question, self.conversations.history(chat_id))
@@ -356,15 +368,28 @@ class NewsdeskBot:
         await self.reply(update, context, render.NEW_CONVERSATION)
 
     async def cmd_sources(self, update: Update, context: Context) -> None:
-        rows = await asyncio.to_thread(self.index.list_articles)
+        if await self._slowed(update, context):
+            return
+        rows = await asyncio.to_thread(self.article_list)
         await self.reply(update, context, render.sources_messages(rows))
 
     async def cmd_stats(self, update: Update, context: Context) -> None:
-        stats = await asyncio.to_thread(self.index.stats)
+        if await self._slowed(update, context):
+            return
+        stats = await asyncio.to_thread(self.index.stats)  # counts only: cheap, and always current
         await self.reply(update, context, render.stats_text(stats))
 
+    def article_list(self) -> list[dict]:
+        """The indexed articles (blocking): read from the store only when its generation token changed since the
+        last read (one small read instead of the whole registry), whichever process changed it."""
+        generation = self.index.generation()  # read first: a write racing the listing only causes a re-read
+        cached = self._articles
+        if cached is None or cached[0] != generation:
+            cached = self._articles = (generation, self.index.list_articles())
+        return cached[1]
+
     async def _title(self, article_id: str) -> str | None:
-        rows = await asyncio.to_thread(self.index.list_articles)
+        rows = await asyncio.to_thread(self.article_list)
         return next((r["title"] for r in rows if article_id in (r["id"], r["url"])), None)
 
     async def cmd_add(self, update: Update, context: Context) -> None:
@@ -375,7 +400,8 @@ class NewsdeskBot:
             return await self.reply(update, context, render.ADD_USAGE)
         async with typing(context.bot, update.effective_chat.id):
             report = await asyncio.to_thread(self.index.index, [url])
-            title = await self._title(url) or url
+            shown = strip_userinfo(url)  # a password in the URL is never echoed to the chat
+            title = await self._title(shown) or shown
         await self.reply(update, context, render.index_summary(report, title))
 
     async def cmd_reindex(self, update: Update, context: Context) -> None:
@@ -417,11 +443,18 @@ class NewsdeskBot:
     # errors
 
     async def on_error(self, update: object, context: Context) -> None:
-        """The one error handler: our own errors are explained, anything else is logged and apologised for."""
+        """The one error handler: our own errors get a line saying what kind of problem it is (the message
+        itself, which may name a server path or address, only goes to the log), anything else is logged and
+        apologised for. A failed long poll (no update: the network, Telegram's side) is one line in the log,
+        not a traceback on every retry."""
         error = context.error
+        if update is None and isinstance(error, TelegramError):
+            kind = "network error" if isinstance(error, NetworkError) else type(error).__name__
+            log.warning("polling Telegram for updates failed (%s: %s); retrying", kind, error)
+            return
         if isinstance(error, NewsdeskError):
             log.warning("could not handle an update: %s", error)
-            text = f"Sorry: {html.escape(str(error))}"
+            text = render.error_text(error)
         else:
             log.error("unexpected error while handling an update", exc_info=error)
             text = render.APOLOGY

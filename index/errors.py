@@ -11,7 +11,8 @@ Hierarchy::
     ├── InputError                an article source cannot be indexed (empty, binary, too big, undecodable…)
     │   └── FetchError            a URL could not be fetched (unreachable, refused private address, too big)
     ├── StoreError                the Chroma store failed or cannot be reached
-    │   └── EmbedderMismatchError the index was built with another embedder: run ``newsdesk index --rebuild``
+    │   ├── EmbedderMismatchError the index was built with another embedder: run ``newsdesk index --rebuild``
+    │   └── StoreDamagedError     the embedded store's files are damaged: ``newsdesk index --rebuild`` moves it aside
     ├── EmbeddingError            an embedder failed (model missing, OpenAI embeddings failed)
     └── LLMError                  the language model could not give a usable answer
         ├── LLMUnavailableError   it failed after the retries, timed out, or cannot be reached
@@ -43,6 +44,10 @@ class StoreError(NewsdeskError):
 
 class EmbedderMismatchError(StoreError):
     """The collection was built by a different embedder or dimension."""
+
+
+class StoreDamagedError(StoreError):
+    """The embedded store's database is damaged (truncated, overwritten, missing)."""
 
 
 class EmbeddingError(NewsdeskError):

@@ -8,6 +8,7 @@ lacks one; resumable, since "pending" is simply "has no accurate vector yet".
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -21,9 +22,10 @@ from .chunking import VERSION as CHUNKER_VERSION, chunk_article
 from .embedding import Embedder
 from . import loaders
 from .progress import Progress
+from .errors import StoreError
 from .settings import Settings
 from .store import Store, chunker_version, record_format, FORMAT as STORE_FORMAT
-from .types import Article, Chunk, Failure, IndexReport
+from .types import Article, Chunk, Failure, IndexReport, LoadResult
 
 log = logging.getLogger(__name__)
 
@@ -154,15 +156,46 @@ def _write(store: Store, embedder: Embedder, group: Sequence[_Pending], report: 
             report.updated += 1
 
 
-def prune(store: Store, registry: dict[str, dict], roots: Sequence[str], keep: set[str]) -> int:
-    """Remove articles that were found under one of ``roots`` before and are not there any more."""
-    roots = [str(Path(r)) for r in roots]
+def claim(articles: Sequence[Article], registry: dict[str, dict], report: IndexReport) -> list[Article]:
+    """The articles that may be written: one whose id is taken by an indexed article from another place (another
+    folder, file, source or host: ``loaders.conflict``) is a failure, and the indexed one stays as it is."""
+    out = []
+    for article in articles:
+        record = registry.get(article.id)
+        reason = loaders.conflict(article, record) if record is not None else None
+        if reason is None:
+            out.append(article)
+        else:
+            report.failed.append(Failure(article.origin or article.id, reason))
+    return out
+
+
+def prune(store: Store, registry: dict[str, dict], loaded: LoadResult) -> int:
+    """Remove articles that were found under one of the folders scanned (``loaded.roots``) before and are not
+    there any more; never one that a failure of this run may still hold (``_held``): a file that failed to
+    load, a JSON file or line that failed, a folder that could not be read."""
+    roots = {str(Path(r)) for r in loaded.roots}
+    keep = {a.id for a in loaded.articles}
     removed = 0
     for article_id, meta in registry.items():
-        if meta.get("root") in roots and article_id not in keep:
+        if meta.get("root") in roots and article_id not in keep and not _held(article_id, meta, loaded.failed):
             store.remove_article(article_id)
             removed += 1
     return removed
+
+
+def _held(article_id: str, meta: dict, failures: Sequence[Failure]) -> bool:
+    """Whether one of ``failures`` may be the indexed article ``article_id`` (registry record ``meta``)."""
+    origin = str(meta.get("origin") or "")
+    for failure in failures:
+        if failure.article_id == article_id or (origin and failure.source == origin):
+            return True
+        if failure.file and origin and os.path.realpath(loaders.origin_file(origin)) == failure.file:
+            return True
+        if (failure.keep_prefix is not None and failure.root == meta.get("root")
+                and article_id.startswith(failure.keep_prefix)):
+            return True
+    return False
 
 
 def fill_accurate(store: Store, embedder: Embedder, batch: int = 16, show_progress: bool | None = None,
@@ -194,20 +227,39 @@ def fill_accurate(store: Store, embedder: Embedder, batch: int = 16, show_progre
 def index_sources(settings: Settings, store: Store, embedder: Embedder, sources: Sequence[str], *,
                   prune_missing: bool = False, rebuild: bool = False,
                   show_progress: bool | None = None) -> IndexReport:
+    """Index ``sources``. First what an interrupted run left is cleaned up (``Store.recover``). ``rebuild``:
+    everything is written to new collections beside the index being served, which are switched to only once
+    stage 1 is complete (a failure or a kill before that leaves the old index as it was)."""
+    store.recover()
+    if not rebuild:
+        return _index_into(settings, store, embedder, sources, prune_missing, show_progress)
+    builder = store.begin_rebuild()
+    try:
+        report = _index_into(settings, builder, embedder, sources, prune_missing, show_progress)
+        builder.finish_rebuild()
+    except BaseException:
+        try:
+            builder.abandon_rebuild()
+        except StoreError as exc:  # the next run drops it (``recover``)
+            log.warning("could not drop the unfinished rebuild (%s)", exc)
+        raise
+    store.generation()  # follow the switch: this store serves the rebuilt collections from now on
+    return report
+
+
+def _index_into(settings: Settings, store: Store, embedder: Embedder, sources: Sequence[str],
+                prune_missing: bool, show_progress: bool | None) -> IndexReport:
     started = time.monotonic()
     report = IndexReport()
-    if rebuild:
-        store.drop_all()
     # by name only: an OpenAI-compatible embedder learns its dimension from its first answer (the dimension is
     # checked again when the first article is written)
     store.check_embedder(embedder.name, None)
     loaded = loaders.load_sources(sources, settings)
     report.failed.extend(loaded.failed)
     registry = store.articles()
-    todo = plan(loaded.articles, registry, report)
+    todo = plan(claim(loaded.articles, registry, report), registry, report)
     write_stage1(store, embedder, todo, report, batch=settings.embed_batch, show_progress=show_progress)
     if prune_missing:
-        keep = {a.id for a in loaded.articles} | {f.article_id for f in loaded.failed if f.article_id}
-        report.removed = prune(store, registry, loaded.roots, keep)
+        report.removed = prune(store, registry, loaded)
     report.seconds = time.monotonic() - started
     return report

@@ -81,7 +81,11 @@ class Searcher:
     - after this process's own writes, ``sync()`` updates it at once (only the changed articles);
     - every CHECK_SECONDS a search reads the store's generation token (one small read); when another process
       changed the articles, a background thread builds the updated index while searches keep using the
-      current one, and swaps it in when done.
+      current one, and swaps it in when done;
+    - embedded, before every search it also asks the store whether another process wrote (the generation file,
+      a read of 32 bytes): if so the store's view is reopened first, and the generation checked at once. A
+      search that fails while another process wrote meanwhile (this process's view lacks what the lexical
+      index already has) is run again once on a reopened view.
     """
 
     def __init__(self, store: Store, embedder: Embedder, accurate: Embedder | None,
@@ -151,7 +155,8 @@ class Searcher:
             self.sync()
             return
         now = time.monotonic()
-        if now - self._checked_at < CHECK_SECONDS:
+        reopened = self.store.changed_elsewhere() and self.store.refresh()
+        if now - self._checked_at < CHECK_SECONDS and not reopened:
             return
         self._checked_at = now
         self._has_accurate = self.store.has_accurate()
@@ -173,6 +178,14 @@ class Searcher:
     def retrieve(self, query: str, k: int = 5) -> SearchResult:
         """The best ``k`` passages for ``query``, with the question's vectors and each passage's sentences."""
         self._maybe_refresh()
+        try:
+            return self._retrieve(query, k)
+        except StoreError:
+            if not self.store.refresh():  # not another process's write: a real failure
+                raise
+            return self._retrieve(query, k)
+
+    def _retrieve(self, query: str, k: int) -> SearchResult:
         scored, qvec, avec = self._rank(query, k)
         meta = self.store.article_meta([s.passage.article_id for s in scored])
         hits = [self._hit(rank, s, meta.get(s.passage.article_id) or {}) for rank, s in enumerate(scored, start=1)]

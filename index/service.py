@@ -1,20 +1,25 @@
 """``Index``: the one object front ends use to index, search and inspect the article collection.
 
 All methods block (embedding, Chroma); the Telegram bot calls them through ``asyncio.to_thread``.
-Writes are serialised by a lock, searches may run concurrently with them.
+A writing job (``index``, ``fill_accurate``) holds the home's writer lock (``index.locks``), which serialises
+writers across processes and threads; searches run concurrently with it, and follow what another process
+wrote by reopening their view (``Store.refresh``).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 
 from .embedding import Embedder, accurate_available, stage1_embedder, stage2_embedder
 from .indexer import fill_accurate, index_sources
+from .locks import HomeLock
 from .search import Searcher
 from .settings import Settings
 from .store import Store
 from .types import Hit, IndexReport, SearchResult
+
+log = logging.getLogger(__name__)
 
 
 class Index:
@@ -24,7 +29,7 @@ class Index:
         self.embedder: Embedder = stage1_embedder(settings)
         self._accurate: Embedder | None = None
         self._accurate_loaded = False
-        self._write_lock = threading.Lock()
+        self._writer = HomeLock(settings.home / "write.lock")
         self._searcher: Searcher | None = None
 
     @property
@@ -40,26 +45,53 @@ class Index:
             self._searcher = Searcher(self.store, self.embedder, self.accurate, self.settings.lexical_dir)
         return self._searcher
 
+    def waiting_note(self) -> str:
+        return f"waiting for another newsdesk process writing to {self.settings.home}…"
+
+    def _hold_writer(self, on_wait: Callable[[], None] | None):
+        """The writer lock for a whole job; ``on_wait`` (default: a warning in the log) when it is taken. With a
+        server nothing is created locally: the lock file is used where the home already exists."""
+        if self.store.embedded:
+            self.settings.home.mkdir(parents=True, exist_ok=True)
+        return self._writer.hold(on_wait=on_wait or (lambda: log.warning("%s", self.waiting_note())))
+
     def index(self, sources: Sequence[str], *, prune: bool = False, rebuild: bool = False,
-              accurate: bool = True, show_progress: bool | None = None) -> IndexReport:
-        """Stage 1 for ``sources`` (searchable when it returns), then stage 2 unless ``accurate`` is False."""
-        with self._write_lock:
+              accurate: bool = True, show_progress: bool | None = None,
+              on_wait: Callable[[], None] | None = None) -> IndexReport:
+        """Stage 1 for ``sources`` (searchable when it returns), then stage 2 unless ``accurate`` is False; the
+        whole run holds the writer lock (waiting for another writer first: ``on_wait`` is called once then). A
+        ``rebuild`` of a damaged embedded store moves it aside first (``chroma.damaged-<time>``)."""
+        with self._hold_writer(on_wait):
+            if rebuild and self.store.embedded and (damage := self.store.damage()) is not None:
+                moved = self.store.move_aside()
+                log.warning("the index store was damaged (%s): moved it to %s; building the index afresh",
+                            damage, moved)
+            self.store.refresh()
             report = index_sources(self.settings, self.store, self.embedder, sources, prune_missing=prune,
                                    rebuild=rebuild, show_progress=show_progress)
             if self._searcher is not None:
                 self._searcher.sync()  # this process's own change: searchable lexically at once
-        if accurate:
-            self.fill_accurate(show_progress=show_progress)
+            if accurate:
+                self.fill_accurate(show_progress=show_progress)
         return report
 
     def fill_accurate(self, show_progress: bool | None = None, limit: int | None = None,
-                      should_stop=None, batch: int = 16) -> int:
+                      should_stop=None, batch: int = 16, wait: bool = True) -> int:
+        """Stage 2 for up to ``limit`` passages; how many were done. ``wait`` False: nothing (0) when another
+        writer holds the writer lock (the bot's background fill skips a round then)."""
         embedder = self.accurate
         if embedder is None:
             return 0
-        with self._write_lock:
-            return fill_accurate(self.store, embedder, batch=batch, show_progress=show_progress, limit=limit,
-                                 should_stop=should_stop)
+        if not wait:
+            with self._writer.attempt() as mine:
+                return self._fill(embedder, show_progress, limit, should_stop, batch) if mine else 0
+        with self._hold_writer(None):
+            return self._fill(embedder, show_progress, limit, should_stop, batch)
+
+    def _fill(self, embedder: Embedder, show_progress, limit, should_stop, batch: int) -> int:
+        self.store.refresh()
+        return fill_accurate(self.store, embedder, batch=batch, show_progress=show_progress, limit=limit,
+                             should_stop=should_stop)
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
         # an index built by another embedder cannot be searched with this one: say so (run --rebuild) rather
@@ -79,11 +111,16 @@ class Index:
 
     def close(self) -> None:
         """Let go of the store (before its folder is deleted, e.g. ``newsdesk eval``'s scratch home)."""
-        self.store.client = None
+        self.store.close()
 
     def is_empty(self) -> bool:
         """Whether no passage is indexed yet."""
         return self.store.count() == 0
+
+    def generation(self) -> str:
+        """A token that changes whenever an article is written or removed, by any process (one small read):
+        what a caller that keeps a copy of the article list compares to know when to read it again."""
+        return self.store.generation()
 
     def article_text(self, article_id: str) -> str | None:
         return self.store.article_text(article_id)

@@ -69,6 +69,8 @@ def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str |
 
 # the store keeps four Chroma collections per index name, ``<name>-<kind>`` (see ``index.store``)
 STORE_COLLECTIONS = ("passages", "accurate", "articles", "texts")
+# a rebuilt index's collections are ``<name>-<kind>-g<8 hex>`` (see ``index.store``)
+_REBUILT = "-g00000000"
 # Chroma's rule for a collection name (chromadb 1.5, checked by its Rust core)
 _CHROMA_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]")
 
@@ -78,8 +80,8 @@ def _collection(env: Mapping[str, str]) -> str:
     (3–512 characters from a-z, A-Z, 0-9, ``.``, ``_``, ``-``, starting and ending with a letter or digit, no
     ``..``, not an IP address): a bad name is a one-line error here, not an empty index later."""
     name = _str(env, "NEWSDESK_COLLECTION", "newsdesk")
-    longest = max(len(kind) for kind in STORE_COLLECTIONS) + 1
-    for full in (f"{name}-{kind}" for kind in STORE_COLLECTIONS):
+    longest = max(len(kind) for kind in STORE_COLLECTIONS) + 1 + len(_REBUILT)
+    for full in (f"{name}-{kind}{rebuilt}" for kind in STORE_COLLECTIONS for rebuilt in ("", _REBUILT)):
         if not _CHROMA_NAME.fullmatch(full) or ".." in full or _is_ip(full):
             raise ConfigError(f"NEWSDESK_COLLECTION must be 1 to {512 - longest} characters from a-z, A-Z, 0-9, "
                               f"'.', '_' and '-', starting with a letter or digit and without '..', not {name!r}")

@@ -1,22 +1,24 @@
 """The Chroma store: the only module that imports chromadb and llama-index.
 
-Four collections per index name (``NEWSDESK_COLLECTION``, default ``newsdesk``):
+Four collections per index name (``NEWSDESK_COLLECTION``, default ``newsdesk``), and two small ones:
 
-- ``<name>-passages``: one record per passage, written through llama-index's ``ChromaVectorStore`` as
-  ``TextNode``s with the stage-1 vector; id ``<article_id>#<n>``; metadata ``article_id``, ``chunk_index`` and
-  the passage's offsets in its article, ``start`` and ``end``; the collection's metadata records the embedder
-  and dimension that built it.
+- ``<name>-passages``: one record per passage, written as llama-index ``TextNode``s (serialised by its
+  ``node_to_metadata_dict``) with the stage-1 vector; id ``<article_id>#<n>@<version>`` (see "Versions" below);
+  metadata ``article_id``, ``chunk_index`` and the passage's offsets in its article, ``start`` and ``end``; the
+  collection's metadata records the embedder and dimension that built it.
 - ``<name>-accurate``: stage-2 vectors (e5) for the same passage ids; a passage without one is "pending".
-- ``<name>-articles``: the article registry (title, outlet, date, url, content hash, chunk count, where it
-  came from, the chunker version and the store format it was written with). Chroma needs a vector per
+- ``<name>-articles``: the article registry (title, outlet, date, url, content hash, version, chunk count, where
+  it came from, the chunker version and the store format it was written with). Chroma needs a vector per
   record: these carry a constant 1-d one and are never queried. The collection's metadata holds a
   ``generation`` token, replaced after every change of the articles, so that a reader (the searcher's lexical
   index, possibly in another process) can tell cheaply whether anything changed.
 - ``<name>-texts``: each article's whole text (what quotes are checked against), as metadata of a record
-  with the article's id and a constant vector. Not a Chroma document: Chroma builds a full-text index of
-  every document, which cost 0.28 s per 200 articles (of a 0.46 s write) and holds the GIL while it does,
-  stalling the encoders; and not in the registry, which is read whole on every run. Stores written before
+  with id ``<article_id>#@<version>`` and a constant vector. Not a Chroma document: Chroma builds a full-text
+  index of every document, which cost 0.28 s per 200 articles (of a 0.46 s write) and holds the GIL while it
+  does, stalling the encoders; and not in the registry, which is read whole on every run. Stores written before
   this collection existed keep the text as the registry record's document, which is read as a fallback.
+- ``<name>-journal``: the ids of the articles a write or a removal is working on, until it is done.
+- ``<name>-active``: after a ``--rebuild``, which set of collections is the index (see "Rebuilding").
 
 Store format (``FORMAT``, kept in each registry record as ``format``; records without it are format 1).
 Format 1 passages have no ``start``/``end`` metadata: their offsets were only inside llama-index's private
@@ -26,13 +28,36 @@ offsets are recomputed from the article text (passages are consecutive, non-over
 of the previous one is exactly where it was cut from). And the indexer treats a format-1 article as changed
 (``record_format``), so re-indexing the same files writes it again in the current format.
 
-Writing an article is ordered so that a crash at any point loses nothing already indexed and a re-run repairs
-it: first its registry record is removed, then its old passages and accurate vectors, then the new passages
-are added, and the registry record (with the content hash) is written last. An article whose record is
-missing or whose hash differs is simply indexed again, and deleting by article id first means no duplicates.
+Versions (crash consistency of updates). Each write of an article is a version, named by a 12-hex ``version_tag``
+of what its passages are made from (content hash, store format, the passages' spans: the same files give the
+same ids, so an interrupted run done again is exactly a fresh index). Its passages and text are written under ids that
+carry the version, beside the previous version's, and the registry record, which names the version (``tag``), is
+written last: that upsert is the commit point. Only then are the previous version's passages, accurate vectors
+and text deleted. Every read serves only passages of an article's current version (the version in the id must
+be its record's; the registry records of the few articles a search returns are read for that, one small read per
+call), so until the commit a search sees the old version whole, afterwards the new one whole, and a passage
+without an article is never served. The journal names the articles being written: a run killed half-way leaves
+them there, and the next run (``recover``) deletes what is not their current version. Removing an article
+deletes its record first (it is gone at once), then the rest, under the journal too. Records and ids written
+before versions existed (no ``tag``; passage ids ``<article_id>#<n>``, text id ``<article_id>``) are version
+"": still valid, and replaced like any other version when their article changes. Every write goes to Chroma in
+batches of at most ``min(client.get_max_batch_size(), MAX_BATCH)`` records, so an article of any size is
+written (a failure half-way is a failure before the commit: the previous version stays).
+
+Rebuilding (``begin_rebuild``): a new set of collections, ``<name>-<kind>-g<8 hex>``, is written beside the
+index being served, through a second ``Store`` that reads and writes only those; when the run has written
+everything, the pointer collection ``<name>-active`` is switched to them (one metadata write: the commit point)
+and the old collections are dropped. A kill before the switch leaves the old index as it was; what a killed
+rebuild left (collections of an inactive suffix) is dropped by the next run's ``recover``. Every collection
+name is resolved in one method, ``_resolve``, which reads the pointer (``generation`` calls it on every check,
+so a reader in another process follows a switch; a store never rebuilt has no pointer and the plain names).
 
 Opening: an embedded store is opened on first use, and a read of a store that does not exist yet (no
 ``<home>/chroma``) is a read of an empty index: read-only commands create nothing. Writing creates it.
+Several processes on one home (``index.locks``): every write (``@_writes``) and every opening runs under the
+store lock, opening loads every vector index at once, each write replaces ``<home>/generation``, and a view
+whose token is not that file's any more is reopened (``refresh``) before a search and before a write. A
+damaged database (``damage``) is a StoreDamagedError naming the recovery, ``index --rebuild`` (``move_aside``).
 
 Errors: only the failures we know are turned into a ``StoreError`` (chromadb's own errors, sqlite3, httpx,
 ``OSError``); anything else is a bug and propagates as itself. A full disk says so: chromadb 1.5's embedded
@@ -42,26 +67,34 @@ space, and a chromadb error on a disk that is (almost) full is reported as a ful
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import errno
+import hashlib
 import inspect
 import logging
 import shutil
 import sqlite3
+import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np  # before chromadb: avoids a circular-import crash when threads are involved
 import chromadb
 import httpx
+from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import AuthorizationError, ChromaAuthError, ChromaError, NotFoundError
-from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
-from llama_index.vector_stores.chroma import ChromaVectorStore
+from llama_index.core.schema import MetadataMode, NodeRelationship, RelatedNodeInfo, TextNode
+from llama_index.core.vector_stores.utils import node_to_metadata_dict
 
 from .chunking import VERSION as CHUNKER_VERSION
-from .errors import EmbedderMismatchError, StoreError
+from .errors import EmbedderMismatchError, StoreDamagedError, StoreError
+from .locks import HomeLock, ViewLock
 from .settings import STORE_COLLECTIONS, Settings
 from .types import Article, Chunk
 
@@ -74,6 +107,37 @@ _PAGE = 2000
 _IN_BATCH = 500  # ids per `$in` filter
 _LOW_SPACE = 8 * 1024 * 1024  # free bytes below which a disk counts as full (what is left for Chroma's own use)
 _MB = 1024 * 1024
+MAX_BATCH = 1000  # records per Chroma write at most (and never more than the client's get_max_batch_size())
+_KINDS = (*STORE_COLLECTIONS, "journal")  # the collections of one set (one suffix); the pointer is outside them
+_POINTER = "active"
+_SUFFIX = re.compile(r"g[0-9a-f]{8}")  # a rebuilt set's suffix: <name>-<kind>-g<8 hex>
+
+
+def version_tag(article: Article, chunks: Sequence[Chunk]) -> str:
+    """The version an article's passages are written under: what they are made from, the article (its content
+    hash), the store format and the passages' spans (see the module docstring)."""
+    h = hashlib.sha256(f"{article.content_hash}/{FORMAT}/".encode())
+    h.update(",".join(f"{c.start}-{c.end}" for c in chunks).encode())
+    return h.hexdigest()[:12]
+
+
+def passage_id(article_id: str, index: int, tag: str) -> str:
+    return f"{article_id}#{index}@{tag}" if tag else f"{article_id}#{index}"
+
+
+def text_id(article_id: str, tag: str) -> str:
+    return f"{article_id}#@{tag}" if tag else article_id
+
+
+def split_passage_id(chunk_id: str) -> tuple[str, str]:
+    """(article id, version) of a passage id; version "" for an id written before versions existed."""
+    article_id, _, rest = chunk_id.rpartition("#")
+    return article_id, rest.partition("@")[2]
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 @dataclass
@@ -104,31 +168,77 @@ def _wrap(action: str):
         if inspect.isgeneratorfunction(fn):
             def inner(self, *args, **kwargs):
                 try:
-                    yield from fn(self, *args, **kwargs)
+                    with self._shared.view.shared():
+                        yield from fn(self, *args, **kwargs)
                 except StoreError:
                     raise
-                except Exception as exc:
+                except BaseException as exc:  # Chroma's Rust core panicking raises a BaseException
                     error = self._translate(action, exc)
                     if error is None:
                         raise
                     raise error from exc
         else:
             def inner(self, *args, **kwargs):
-                try:
-                    return fn(self, *args, **kwargs)
-                except StoreError:
-                    raise
-                except Exception as exc:
-                    error = self._translate(action, exc)
-                    if error is None:
+                for attempt in (1, 2):
+                    try:
+                        with self._shared.view.shared():
+                            return fn(self, *args, **kwargs)
+                    except StoreError:
                         raise
-                    raise error from exc
+                    except BaseException as exc:  # Chroma's Rust core panicking raises a BaseException
+                        if attempt == 1 and isinstance(exc, NotFoundError) and self._follow_switch():
+                            continue  # a rebuild (another process) replaced the collections: once more, on the new
+                        error = self._translate(action, exc)
+                        if error is None:
+                            raise
+                        raise error from exc
 
         inner.__name__ = fn.__name__
         inner.__doc__ = fn.__doc__
         return inner
 
     return deco
+
+
+def _writes(fn):
+    """Decorator of a method that writes to the store (outside ``_wrap``). Embedded, it runs under the store lock,
+    on a view brought up to date first (a write on a stale view would save vector indexes that lack what
+    another process wrote), and replaces the generation file afterwards, so that other processes reopen their
+    views; a write inside another one just runs."""
+
+    def inner(self, *args, **kwargs):
+        if not self.embedded:
+            return fn(self, *args, **kwargs)
+        with self._shared.store_lock.hold():
+            self.refresh()
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                if self.client is not None:
+                    self._mark_written()
+
+    inner.__name__ = fn.__name__
+    inner.__doc__ = fn.__doc__
+    return inner
+
+
+class _Shared:
+    """What a store shares with its copies (a rebuild's store): the client, the locks, the view's token."""
+
+    def __init__(self, home: Path) -> None:
+        self.client = None
+        self.store_lock = HomeLock(home / "store.lock")
+        self.view = ViewLock()
+        self.token: str | None = None  # the generation file's content when the view was opened or last written
+        self.open_lock = threading.Lock()
+        self.sound_until = 0.0  # until when the database counts as checked and sound (``damage``)
+
+
+def _is_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a panic of Chroma's Rust core (pyo3's ``PanicException``, a BaseException whose class
+    lives in a module pyo3 creates at run time, so it is recognised by its module and name)."""
+    kind = type(exc)
+    return kind.__module__ == "pyo3_runtime" and kind.__name__ == "PanicException"
 
 
 def _http_cause(exc: Exception) -> Exception:
@@ -141,6 +251,10 @@ def _http_cause(exc: Exception) -> Exception:
 
 
 class Store:
+    _suffix: str | None = None  # the suffix of the collections this store reads and writes (None: not read yet)
+    _pinned = False  # a rebuild's store: its suffix is fixed, not read from the pointer
+    _max_batch: int | None = None
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.label = settings.store_label
@@ -149,8 +263,8 @@ class Store:
         self._path = settings.home / "chroma"
         self._collections: dict = {}
         self._old_offsets_cache: dict[str, dict[str, tuple[int, int]]] = {}
-        self._open_lock = threading.Lock()
-        self.client = None
+        self._token_path = settings.home / "generation"
+        self._shared = _Shared(settings.home)
         if settings.chroma_host:
             self._open_server()
 
@@ -159,6 +273,14 @@ class Store:
     @property
     def embedded(self) -> bool:
         return not self.settings.chroma_host
+
+    @property
+    def client(self):
+        return self._shared.client
+
+    @client.setter
+    def client(self, client) -> None:
+        self._shared.client = client
 
     @_wrap("connecting")
     def _open_server(self) -> None:
@@ -171,14 +293,187 @@ class Store:
         """The Chroma client; an embedded store is opened on first use. None: there is no embedded store yet
         and ``create`` is False (a read: the index is empty)."""
         if self.client is None:
-            with self._open_lock:
+            with self._shared.open_lock:
                 if self.client is None:
                     if not create and not self._path.exists():
                         return None
                     self.settings.home.mkdir(parents=True, exist_ok=True)
-                    self.client = chromadb.PersistentClient(
-                        path=str(self._path), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False))
+                    with self._shared.store_lock.hold():
+                        self._open_embedded()
         return self.client
+
+    def _open_embedded(self) -> None:
+        """Open the embedded store and load every vector index of this index name now (under the store lock,
+        held by the caller: loading one may save it), so that no later read loads one while another process
+        writes. A damaged database is a StoreDamagedError (see ``damage``), never opened (Chroma would start an
+        empty one in place of an empty or missing file)."""
+        if (damage := self._missing_database() or self._unreadable_database()) is not None:
+            raise StoreDamagedError(self._damaged(damage))
+        token = self._read_token()
+        try:
+            client = chromadb.PersistentClient(path=str(self._path),
+                                               settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False))
+        except BaseException:
+            # a core that panicked while starting stays in chromadb's cache of systems, and every later client
+            # of the path would get it, broken: forget it (chromadb has no public route for this)
+            SharedSystemClient._identifier_to_system.pop(str(self._path), None)
+            SharedSystemClient._identifier_to_refcount.pop(str(self._path), None)
+            raise
+        try:
+            prefix = f"{self.settings.collection}-"
+            for col in client.list_collections():
+                name = col if isinstance(col, str) else col.name
+                if name.startswith(prefix):
+                    col = client.get_collection(name, embedding_function=None)
+                    first = col.get(limit=1, include=["embeddings"])
+                    if first["ids"]:
+                        col.query(query_embeddings=[list(first["embeddings"][0])], n_results=1, include=[])
+        except BaseException:
+            client.close()
+            raise
+        self._shared.token = token
+        self.client = client
+
+    # -- damage -------------------------------------------------------------------------------------------
+
+    def _missing_database(self) -> str | None:
+        """What is wrong when the vector indexes are there but their database is missing or empty (a cheap
+        check, made at every opening); None otherwise."""
+        db = self._path / "chroma.sqlite3"
+        segments = self._path.is_dir() and any(p.is_dir() and len(p.name) == 36 for p in self._path.iterdir())
+        if not segments:
+            return None
+        if not db.exists():
+            return "chroma.sqlite3 is missing"
+        if db.stat().st_size == 0:
+            return "chroma.sqlite3 is empty"
+        return None
+
+    def _unreadable_database(self) -> str | None:
+        """Whether the tables Chroma reads first (when its core opens the store, where damage there makes it
+        panic, printing a Rust backtrace) fail to read: a few milliseconds, at every opening."""
+        db = self._path / "chroma.sqlite3"
+        if not db.exists():
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
+                for table in ("migrations", "collections", "segments"):
+                    con.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608 - fixed names
+        except sqlite3.OperationalError:
+            return None  # busy, a table not there yet: Chroma will say
+        except sqlite3.DatabaseError:
+            return self.damage() or "chroma.sqlite3 cannot be read"
+        return None
+
+    def damage(self) -> str | None:
+        """What is wrong with the embedded store's database, in a few words, or None when it reads as sound:
+        missing or empty beside its vector indexes, not a database, or failing sqlite's ``quick_check`` (which
+        reads the whole file: called after a failure, and by ``--rebuild``)."""
+        if (missing := self._missing_database()) is not None:
+            return missing
+        db = self._path / "chroma.sqlite3"
+        if not db.exists() or time.monotonic() < self._shared.sound_until:
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
+                rows = con.execute("PRAGMA quick_check(1)").fetchall()
+        except sqlite3.OperationalError:
+            return None  # busy, or cannot be opened: not known to be damaged
+        except sqlite3.DatabaseError:
+            return "chroma.sqlite3 is not a database any more"
+        if rows == [("ok",)]:
+            self._shared.sound_until = time.monotonic() + 60  # a burst of failures checks the file once
+            return None
+        return "chroma.sqlite3 fails sqlite's integrity check"
+
+    def _damaged(self, damage: str) -> str:
+        return (f"the index store at {self._path} is damaged ({damage}): run `newsdesk index --rebuild PATH…` "
+                f"to move it aside and build the index afresh")
+
+    def move_aside(self) -> Path:
+        """Rename the (damaged) embedded store to ``chroma.damaged-<time>`` beside it, under the store lock;
+        the next write starts a new one. Returns where it went."""
+        with self._shared.store_lock.hold():
+            self.close()
+            dest = self._path.with_name(f"chroma.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            while dest.exists():
+                dest = dest.with_name(dest.name + "-1")
+            try:
+                self._path.rename(dest)
+            except OSError as exc:
+                raise StoreError(f"could not move the damaged index store aside: {exc.strerror}") from exc
+            self._mark_written()
+        return dest
+
+    # -- other processes: the generation file, reopening -------------------------------------------------
+
+    def _read_token(self) -> str:
+        """The generation file's content: replaced by every write of any process ("" before the first)."""
+        try:
+            return self._token_path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError):
+            return ""
+
+    def _mark_written(self) -> None:
+        """After a write (under the store lock): a new generation file, written atomically; this view is
+        current with it."""
+        token = uuid.uuid4().hex
+        tmp = self._token_path.with_name(f".generation.{uuid.uuid4().hex[:8]}")
+        try:
+            tmp.write_text(token, encoding="ascii")
+            tmp.replace(self._token_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.warning("could not write %s (%s): other processes will not see this write until they restart",
+                        self._token_path, exc.strerror or type(exc).__name__)
+            return
+        self._shared.token = token
+
+    def changed_elsewhere(self) -> bool:
+        """Whether another process wrote to the embedded store since this view was opened (one small read;
+        always False for a server, which keeps a single view itself, or a store not opened yet)."""
+        return self.embedded and self.client is not None and self._read_token() != self._shared.token
+
+    def refresh(self) -> bool:
+        """Reopen the view if another process wrote since it was opened, waiting first for a write under way to
+        end (the store lock); whether it was reopened."""
+        if not self.embedded or self.client is None:
+            return False
+        with self._shared.store_lock.hold():
+            return self._read_token() != self._shared.token and self.reopen()
+
+    def reopen(self) -> bool:
+        """Drop this process's view of the embedded store and open a fresh one (under the store lock, so
+        between two writes of another process), once no store call is under way in this process. False (and
+        nothing done) when calls are still under way after a while, or the caller is inside one."""
+        if not self.embedded or self.client is None:
+            return False
+        with self._shared.store_lock.hold(), self._shared.view.exclusive(timeout=10.0) as alone:
+            if not alone:
+                return False
+            self._close_client()
+            try:
+                self._open_embedded()
+            except Exception as exc:
+                error = self._translate("reopening the index", exc)
+                if error is None:
+                    raise
+                raise error from exc
+        return True
+
+    def close(self) -> None:
+        """Let go of the store (the embedded Chroma system is stopped: its folder may be deleted after)."""
+        with self._shared.view.exclusive(timeout=10.0):
+            self._close_client()
+
+    def _close_client(self) -> None:
+        client, self.client = self.client, None
+        self._collections.clear()
+        self._old_offsets_cache.clear()
+        if not self._pinned:
+            self._suffix = None
+        if client is not None and self.embedded:
+            client.close()
 
     def _translate(self, action: str, exc: Exception) -> StoreError | None:
         """The StoreError for a failure we know, None for anything else (a bug: it propagates)."""
@@ -195,10 +490,15 @@ class Store:
                 return StoreError(f"{failed}: {self._full_disk()}")
             where = f" ({exc.filename})" if exc.filename else ""
             return StoreError(f"{failed}: {exc.strerror or type(exc).__name__}{where}")
-        if isinstance(exc, (ChromaError, sqlite3.Error)):
+        if isinstance(exc, (ChromaError, sqlite3.Error)) or _is_panic(exc):
             free = self._free_space()
             if free is not None and free < _LOW_SPACE:
                 return StoreError(f"{failed}: {self._full_disk()}")
+            damage = self.damage() if self.embedded else None
+            if damage is not None:
+                return StoreDamagedError(self._damaged(damage))
+            if _is_panic(exc):
+                return StoreError(f"{failed} ({self.label}: Chroma's core failed)")
             if isinstance(exc, (ChromaAuthError, AuthorizationError)):
                 return StoreError(f"{failed}: {self.label} refused access")
             return StoreError(f"{failed} ({self.label}: {type(exc).__name__})")
@@ -238,6 +538,8 @@ class Store:
         client = self._client(create)
         if client is None:
             return None
+        if self._suffix is None:
+            self._resolve(client)
         name = self._names[kind]
         if create:
             col = client.get_or_create_collection(name, configuration=_COSINE, metadata=metadata,
@@ -269,18 +571,119 @@ class Store:
         col = self._collection("passages", create=False)
         return dict(col.metadata or {}) if col is not None else None
 
-    @_wrap("deleting the index")
-    def drop_all(self) -> None:
-        client = self._client(create=False)
-        if client is None:
+    # -- which collections: resolution, rebuilding ----------------------------------------------------
+
+    def _names_for(self, suffix: str) -> dict[str, str]:
+        base = self.settings.collection
+        return {kind: f"{base}-{kind}" + (f"-{suffix}" if suffix else "") for kind in _KINDS}
+
+    def _resolve(self, client) -> None:
+        """Point this store at the active set of collections: the suffix the pointer collection names ("" for
+        a store never rebuilt). The one place collection names are decided; when the active set changed since
+        the last call (another process rebuilt), cached collection handles are dropped."""
+        if self._pinned:
             return
-        for kind, name in self._names.items():
+        try:
+            pointer = client.get_collection(f"{self.settings.collection}-{_POINTER}", embedding_function=None)
+            suffix = str((pointer.metadata or {}).get("suffix", ""))
+        except NotFoundError:
+            suffix = ""
+        if suffix != self._suffix:
+            self._suffix = suffix
+            self._names = self._names_for(suffix)
+            self._collections.clear()
+            self._old_offsets_cache.clear()
+
+    def _follow_switch(self) -> bool:
+        """After a collection was not found: whether the active set changed (a rebuild switched and dropped the
+        set this store was reading), this store now pointing at the new one."""
+        if self._pinned or self.client is None:
+            return False
+        before = self._suffix
+        self._resolve(self.client)
+        return self._suffix != before
+
+    def _batch_size(self) -> int:
+        if self._max_batch is None:
+            self._max_batch = max(1, min(int(self._client(create=True).get_max_batch_size()), MAX_BATCH))
+        return self._max_batch
+
+    @_writes
+    @_wrap("starting a rebuild")
+    def begin_rebuild(self) -> Store:
+        """A store for rebuilding the index beside the active one: it reads and writes a new, empty set of
+        collections (this store keeps serving the active set) until ``finish_rebuild`` switches to it."""
+        client = self._client(create=True)
+        self._resolve(client)
+        self._drop_inactive(client)
+        builder = copy.copy(self)  # the same client, settings and locks; its own collections
+        builder._pinned = True
+        builder._suffix = "g" + uuid.uuid4().hex[:8]
+        builder._names = builder._names_for(builder._suffix)
+        builder._collections, builder._old_offsets_cache = {}, {}
+        return builder
+
+    @_writes
+    @_wrap("switching to the rebuilt index")
+    def finish_rebuild(self) -> None:
+        """(On a rebuild's store.) Make its collections the index, then drop the ones they replace."""
+        client = self._client(create=True)
+        self._collection("articles")  # an empty rebuild is an empty index, not the old one
+        self._bump_generation()
+        pointer = client.get_or_create_collection(f"{self.settings.collection}-{_POINTER}", embedding_function=None)
+        pointer.modify(metadata={"suffix": self._suffix})
+        self._drop_inactive(client)
+
+    @_writes
+    @_wrap("dropping an unfinished rebuild")
+    def abandon_rebuild(self) -> None:
+        """(On a rebuild's store.) Drop its collections: the active index stays as it was."""
+        client = self._client(create=False)
+        for name in self._names.values():
             try:
                 client.delete_collection(name)
             except NotFoundError:
-                pass  # did not exist
-            self._collections.pop(kind, None)
+                pass
+        self._collections.clear()
+
+    def _own_collections(self, client) -> Iterator[tuple[str, str, str]]:
+        """(name, kind, suffix) of the collections of this index name in the store, the pointer included."""
+        prefix = f"{self.settings.collection}-"
+        for col in client.list_collections():
+            name = col if isinstance(col, str) else col.name
+            if not name.startswith(prefix):
+                continue
+            kind, _, suffix = name[len(prefix):].partition("-")
+            if kind in _KINDS and (suffix == "" or _SUFFIX.fullmatch(suffix)) or (kind == _POINTER and not suffix):
+                yield name, kind, suffix
+
+    def _drop_inactive(self, client) -> None:
+        """Drop every collection set of this index name but this store's (the active one): a killed rebuild's,
+        or the set a finished rebuild replaced (when the run was killed before it dropped it)."""
+        for name, kind, suffix in list(self._own_collections(client)):
+            if kind != _POINTER and suffix != self._suffix:
+                log.info("dropping %s, left by an earlier run", name)
+                try:
+                    client.delete_collection(name)
+                except NotFoundError:
+                    pass  # dropped meanwhile
+
+    @_writes
+    @_wrap("deleting the index")
+    def drop_all(self) -> None:
+        """Delete every collection of this index name (all sets and the pointer)."""
+        client = self._client(create=False)
+        if client is None:
+            return
+        for name, _, _ in list(self._own_collections(client)):
+            try:
+                client.delete_collection(name)
+            except NotFoundError:
+                pass  # dropped meanwhile
+        self._collections.clear()
         self._old_offsets_cache.clear()
+        self._suffix = None
+        self._names = self._names_for("")
 
     # -- articles ----------------------------------------------------------------------------------------
 
@@ -291,6 +694,7 @@ class Store:
         client = self._client(create=False)
         if client is None:
             return ""
+        self._resolve(client)
         try:
             col = client.get_collection(self._names["articles"], embedding_function=None)
         except NotFoundError:  # no articles collection (yet): an empty index
@@ -311,10 +715,14 @@ class Store:
 
     @_wrap("reading the article registry")
     def article_hashes(self) -> dict[str, str]:
-        """Article id -> what its passages were made from: the content hash and the chunker version (an
-        article cut again by a new chunker has other passages: see ``chunker_version``)."""
-        return {article_id: f"{meta.get('hash', '')}/{chunker_version(meta)}"
-                for article_id, meta in self.articles().items()}
+        """Article id -> what its passages were made from: the content hash, the chunker version (an article cut
+        again by a new chunker has other passages: see ``chunker_version``) and the version its passages are
+        stored under (none for records written before versions existed)."""
+        out = {}
+        for article_id, meta in self.articles().items():
+            tag = f"/{meta['tag']}" if meta.get("tag") else ""
+            out[article_id] = f"{meta.get('hash', '')}/{chunker_version(meta)}{tag}"
+        return out
 
     @_wrap("reading the article registry")
     def article_meta(self, article_ids: Sequence[str]) -> dict[str, dict]:
@@ -346,67 +754,154 @@ class Store:
             size += sum(16 * width + 6 * len(chunk.text.encode()) + 2048 for chunk in chunks)
         return 2 * size
 
+    @_writes
     @_wrap("writing articles")
     def write_articles(self, items: Sequence[tuple[Article, Sequence[Chunk], np.ndarray]], embedder: str,
                        dim: int) -> None:
-        """Write several articles with one call per step (each Chroma write has a fixed cost), in the same
-        crash-safe order as for one: registry records removed, old passages and accurate vectors removed, new
-        passages added, registry records written last."""
+        """Write several articles with a few calls per step (each Chroma write has a fixed cost), each as a new
+        version beside its previous one (see the module docstring): journal, texts, passages, then the registry
+        records (the commit point), then the previous versions deleted and the journal cleared."""
         if not items:
             return
         self._reserve(self._write_size(items))
         self.check_embedder(embedder, dim, create=True)
-        self._delete_articles([article.id for article, _, _ in items])
-        nodes = []
-        for article, chunks, vectors in items:
-            for chunk, vector in zip(chunks, vectors, strict=True):
-                nodes.append(TextNode(
-                    id_=chunk.id, text=chunk.text,
-                    metadata={"article_id": article.id, "chunk_index": chunk.index, "start": chunk.start,
-                              "end": chunk.end},
-                    relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=article.id)},
-                    embedding=vector.tolist(),
-                ))
+        ids = [article.id for article, _, _ in items]
+        tags = {article.id: version_tag(article, chunks) for article, chunks, _ in items}
+        # the articles with a version to replace (a new one has none: what an interrupted run left of it is
+        # deleted by ``recover`` before a run writes)
+        previous = set(self.article_meta(ids))
+        self._journal(ids)
+        self._upsert("texts", [text_id(a.id, tags[a.id]) for a, _, _ in items], [[1.0]] * len(items),
+                     [{"text": a.text, "article_id": a.id} for a, _, _ in items])
+        nodes = [TextNode(
+            id_=passage_id(article.id, chunk.index, tags[article.id]), text=chunk.text,
+            metadata={"article_id": article.id, "chunk_index": chunk.index, "start": chunk.start, "end": chunk.end},
+            relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=article.id)},
+            embedding=vector.tolist(),
+        ) for article, chunks, vectors in items for chunk, vector in zip(chunks, vectors, strict=True)]
         if nodes:
-            ChromaVectorStore(chroma_collection=self._collection("passages")).add(nodes)
+            self._upsert("passages", [n.node_id for n in nodes], [n.get_embedding() for n in nodes],
+                         [node_to_metadata_dict(n, remove_text=True, flat_metadata=True) for n in nodes],
+                         [n.get_content(metadata_mode=MetadataMode.NONE) for n in nodes])
         records = [{
             "title": article.title or "", "source": article.source or "",
             "published": article.published or "", "url": article.url or "", "lang": article.lang or "",
             "origin": article.origin or "",
-            "root": article.root or "", "hash": article.content_hash, "chunks": len(chunks),
+            "root": article.root or "", "hash": article.content_hash, "tag": tags[article.id], "chunks": len(chunks),
             "chunker": CHUNKER_VERSION, "format": FORMAT,
             "text_chars": len(article.text),
         } for article, chunks, _ in items]
-        ids = [article.id for article, _, _ in items]
-        self._collection("texts").upsert(ids=ids, embeddings=[[1.0]] * len(items),
-                                         metadatas=[{"text": article.text} for article, _, _ in items])
-        self._collection("articles").upsert(ids=ids, embeddings=[[1.0]] * len(items), metadatas=records)
-        self._bump_generation()
-
-    def _delete_articles(self, article_ids: Sequence[str]) -> None:
-        ids = list(article_ids)
+        self._upsert("articles", ids, [[1.0]] * len(items), records)  # the commit point
         for article_id in ids:
             self._old_offsets_cache.pop(article_id, None)
-        where = {"article_id": ids[0]} if len(ids) == 1 else {"article_id": {"$in": ids}}
-        for kind in ("articles", "texts"):  # records keyed by the article id
-            col = self._collection(kind, create=False)
-            if col is not None:
-                col.delete(ids=ids)
-        self._collection("passages").delete(where=where)
-        accurate = self._collection("accurate", create=False)
-        if accurate is not None:
-            accurate.delete(where=where)
+        self._bump_generation()
+        self._delete_other_versions({a: tag for a, tag in tags.items() if a in previous})
+        self._journal_done(ids)
 
+    def _upsert(self, kind: str, ids: Sequence[str], embeddings: Sequence, metadatas: Sequence[dict],
+                documents: Sequence[str] | None = None) -> None:
+        """Upsert records in batches Chroma accepts (an upsert of an id written before, by an interrupted run,
+        replaces it)."""
+        col, size = self._collection(kind), self._batch_size()
+        for i in range(0, len(ids), size):
+            col.upsert(ids=list(ids[i:i + size]), embeddings=list(embeddings[i:i + size]),
+                       metadatas=list(metadatas[i:i + size]),
+                       documents=list(documents[i:i + size]) if documents is not None else None)
+
+    def _delete_ids(self, col, ids: Sequence[str]) -> None:
+        for batch in _batches(list(ids), self._batch_size()):
+            col.delete(ids=list(batch))
+
+    def _journal(self, article_ids: Sequence[str]) -> None:
+        """Note that ``article_ids`` are being written or removed (until ``_journal_done``)."""
+        self._upsert("journal", list(article_ids), [[1.0]] * len(article_ids), [{"at": 1}] * len(article_ids))
+
+    def _journal_done(self, article_ids: Sequence[str]) -> None:
+        journal = self._collection("journal", create=False)
+        if journal is not None:
+            self._delete_ids(journal, article_ids)
+
+    def _delete_other_versions(self, current: dict[str, str | None]) -> None:
+        """Delete the passages, accurate vectors and texts of each article id in ``current`` that are not of
+        the version it maps to (None: of any version)."""
+        ids = sorted(current)
+        if not ids:
+            return
+        for kind in ("passages", "accurate", "texts"):
+            col = self._collection(kind, create=False)
+            if col is None:
+                continue
+            stale: list[str] = []
+            for batch in _batches(ids, _IN_BATCH):
+                where = {"article_id": batch[0]} if len(batch) == 1 else {"article_id": {"$in": list(batch)}}
+                offset, got = 0, None
+                while got is None or len(got["ids"]) == _PAGE:
+                    got = col.get(where=where, include=["metadatas"], limit=_PAGE, offset=offset)
+                    offset += _PAGE
+                    for record_id, meta in zip(got["ids"], got["metadatas"]):
+                        want = current.get(str((meta or {}).get("article_id", "")))
+                        tag = record_id.rpartition("@")[2] if kind == "texts" else split_passage_id(record_id)[1]
+                        if want is None or tag != want:
+                            stale.append(record_id)
+            if kind == "texts":  # texts written before versions existed: id = article id, no metadata
+                stale.extend(a for a in ids if current[a] != "")
+            self._delete_ids(col, stale)
+
+    @_writes
+    @_wrap("repairing the index")
+    def recover(self) -> None:
+        """Before a run writes: drop what an interrupted run left, the collections of a rebuild that never
+        switched (or those it replaced) and the versions of articles that are not their current one."""
+        client = self._client(create=False)
+        if client is None:
+            return
+        self._resolve(client)
+        self._drop_inactive(client)
+        journal = self._collection("journal", create=False)
+        if journal is None:
+            return
+        ids = journal.get(include=[])["ids"]
+        if not ids:
+            return
+        log.info("cleaning up after an interrupted run: %d articles", len(ids))
+        records = self.article_meta(ids)
+        self._delete_other_versions({a: str(records[a].get("tag", "")) if a in records else None for a in ids})
+        self._journal_done(ids)
+
+    @_writes
     @_wrap("removing an article")
     def remove_article(self, article_id: str) -> None:
-        self._delete_articles([article_id])
+        """Remove an article: its registry record first (it is gone at once), then the rest."""
+        self._journal([article_id])
+        registry = self._collection("articles", create=False)
+        if registry is not None:
+            registry.delete(ids=[article_id])
+        self._old_offsets_cache.pop(article_id, None)
         self._bump_generation()
+        self._delete_other_versions({article_id: None})
+        self._journal_done([article_id])
+
+    def _current(self, chunk_ids: Sequence[str]) -> set[str]:
+        """The passage ids of ``chunk_ids`` that belong to their article's current version (one registry read)."""
+        if not chunk_ids:
+            return set()
+        owners = {cid: split_passage_id(cid) for cid in chunk_ids}
+        registry = self._collection("articles", create=False)
+        if registry is None:
+            return set()
+        got = registry.get(ids=list({a for a, _ in owners.values()}), include=["metadatas"])
+        tags = {a: str((m or {}).get("tag", "")) for a, m in zip(got["ids"], got["metadatas"])}
+        return {cid for cid, (article_id, tag) in owners.items() if tags.get(article_id) == tag}
 
     @_wrap("reading an article")
     def article_text(self, article_id: str) -> str | None:
+        """The text of the article's current version (None: no such article)."""
+        record = self.article_meta([article_id]).get(article_id)
+        if record is None:
+            return None
         texts = self._collection("texts", create=False)
         if texts is not None:
-            got = texts.get(ids=[article_id], include=["metadatas"])
+            got = texts.get(ids=[text_id(article_id, str(record.get("tag", "")))], include=["metadatas"])
             if got["ids"]:
                 return str((got["metadatas"][0] or {}).get("text", ""))
         registry = self._collection("articles", create=False)  # a store written before the texts collection
@@ -433,7 +928,7 @@ class Store:
             return cached
         article = self.article_text(article_id) or ""
         passages = sorted(((pid, text) for pid, _, text in self.passages_of([article_id])),
-                          key=lambda p: int(p[0].rpartition("#")[2] or 0))
+                          key=lambda p: int(p[0].rpartition("#")[2].partition("@")[0] or 0))
         offsets, pos = {}, 0
         for pid, text in passages:
             start = article.find(text, pos)
@@ -456,7 +951,8 @@ class Store:
         if col is None:
             return []
         got = col.query(query_embeddings=[vector.tolist()], n_results=n, include=["distances"])
-        return [(i, 1.0 - float(d)) for i, d in zip(got["ids"][0], got["distances"][0])]
+        current = self._current(got["ids"][0])  # not a version being written, or left by an interrupted run
+        return [(i, 1.0 - float(d)) for i, d in zip(got["ids"][0], got["distances"][0]) if i in current]
 
     @_wrap("reading passages")
     def get_passages(self, chunk_ids: Sequence[str]) -> dict[str, StoredPassage]:
@@ -464,7 +960,9 @@ class Store:
         if col is None or not chunk_ids:
             return {}
         got = col.get(ids=list(chunk_ids), include=["documents", "metadatas"])
-        return {i: self._passage(i, d, m) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
+        current = self._current(got["ids"])
+        return {i: self._passage(i, d, m) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])
+                if i in current}
 
     @_wrap("reading passages")
     def iter_passages(self, with_vectors: bool = False) -> Iterator[tuple[StoredPassage, np.ndarray | None]]:
@@ -472,12 +970,20 @@ class Store:
         if col is None:
             return
         include = ["documents", "metadatas"] + (["embeddings"] if with_vectors else [])
+        tags = self._tags()
         for offset in range(0, col.count(), _PAGE):
             got = col.get(include=include, limit=_PAGE, offset=offset)
             vecs = got.get("embeddings") if with_vectors else None
             for j, (i, d, m) in enumerate(zip(got["ids"], got["documents"], got["metadatas"])):
+                if tags.get(str(m.get("article_id", ""))) != split_passage_id(i)[1]:
+                    continue  # not its article's current version
                 vector = np.asarray(vecs[j], dtype=np.float32) if vecs is not None else None
                 yield self._passage(i, d, m), vector
+
+    def _tags(self, article_ids: Sequence[str] | None = None) -> dict[str, str]:
+        """Article id -> the version of its current passages, for ``article_ids`` (None: every article)."""
+        records = self.articles() if article_ids is None else self.article_meta(article_ids)
+        return {a: str(meta.get("tag", "")) for a, meta in records.items()}
 
     @_wrap("reading passages")
     def passages_of(self, article_ids: Sequence[str]) -> Iterator[tuple[str, str, str]]:
@@ -487,12 +993,15 @@ class Store:
         if col is None or not article_ids:
             return
         wanted = set(article_ids)
-        if len(wanted) > 4 * _IN_BATCH:
+        many = len(wanted) > 4 * _IN_BATCH
+        tags = self._tags(None if many else sorted(wanted))
+        if many:
             for offset in range(0, col.count(), _PAGE):
                 got = col.get(include=["documents", "metadatas"], limit=_PAGE, offset=offset)
                 for pid, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
-                    if str(meta.get("article_id", "")) in wanted:
-                        yield pid, str(meta.get("article_id", "")), text or ""
+                    owner = str(meta.get("article_id", ""))
+                    if owner in wanted and tags.get(owner) == split_passage_id(pid)[1]:
+                        yield pid, owner, text or ""
             return
         ids = sorted(wanted)
         for i in range(0, len(ids), _IN_BATCH):
@@ -500,7 +1009,9 @@ class Store:
             where = {"article_id": batch[0]} if len(batch) == 1 else {"article_id": {"$in": batch}}
             got = col.get(where=where, include=["documents", "metadatas"])
             for pid, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
-                yield pid, str(meta.get("article_id", "")), text or ""
+                owner = str(meta.get("article_id", ""))
+                if tags.get(owner) == split_passage_id(pid)[1]:  # its article's current version only
+                    yield pid, owner, text or ""
 
     @_wrap("counting passages")
     def count(self, kind: str = "passages") -> int:
@@ -515,8 +1026,10 @@ class Store:
         if col is None:
             return []
         all_ids: list[str] = []
+        tags = self._tags()
         for offset in range(0, col.count(), _PAGE):
-            all_ids.extend(col.get(include=[], limit=_PAGE, offset=offset)["ids"])
+            all_ids.extend(i for i in col.get(include=[], limit=_PAGE, offset=offset)["ids"]
+                           if tags.get(split_passage_id(i)[0]) == split_passage_id(i)[1])
         acc = self._collection("accurate", create=False)
         done: set[str] = set()
         if acc is not None:
@@ -524,19 +1037,20 @@ class Store:
                 done.update(acc.get(include=[], limit=_PAGE, offset=offset)["ids"])
         return [i for i in all_ids if i not in done]
 
+    @_writes
     @_wrap("writing accurate vectors")
     def add_accurate(self, passages: Sequence[StoredPassage], vectors: np.ndarray, embedder: str) -> None:
         passages_col = self._collection("passages", create=False)
         if passages_col is None or not passages:
             return
         self._reserve(2 * len(passages) * (16 * int(vectors.shape[1]) + 2048))
-        col = self._collection("accurate", metadata={"embedder": embedder, "dim": int(vectors.shape[1])})
-        # a passage may have been replaced since it was read: only keep vectors for passages still present
-        present = set(passages_col.get(ids=[p.chunk_id for p in passages], include=[])["ids"])
+        self._collection("accurate", metadata={"embedder": embedder, "dim": int(vectors.shape[1])})  # created with them
+        # a passage may have been replaced since it was read: only keep vectors for current passages
+        present = self._current(passages_col.get(ids=[p.chunk_id for p in passages], include=[])["ids"])
         keep = [i for i, p in enumerate(passages) if p.chunk_id in present]
         if keep:
-            col.upsert(ids=[passages[i].chunk_id for i in keep], embeddings=vectors[keep].tolist(),
-                       metadatas=[{"article_id": passages[i].article_id} for i in keep])
+            self._upsert("accurate", [passages[i].chunk_id for i in keep], vectors[keep].tolist(),
+                         [{"article_id": passages[i].article_id} for i in keep])
 
     @_wrap("searching accurate vectors")
     def query_accurate(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
@@ -553,7 +1067,8 @@ class Store:
         if col is None or not chunk_ids:
             return {}
         got = col.get(ids=list(chunk_ids), include=["embeddings"])
-        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"])}
+        current = self._current(got["ids"])
+        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"]) if i in current}
 
     @_wrap("reading passage vectors")
     def get_passage_vectors(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -561,4 +1076,5 @@ class Store:
         if col is None or not chunk_ids:
             return {}
         got = col.get(ids=list(chunk_ids), include=["embeddings"])
-        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"])}
+        current = self._current(got["ids"])
+        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"]) if i in current}

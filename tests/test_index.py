@@ -110,7 +110,7 @@ articles = store.articles()
 texts = store._collection("texts", create=False)
 out = {"passages": passages, "accurate": accurate, "articles": articles, "embedder": store.embedder_info(),
        "texts": {a: store.article_text(a) for a in articles},
-       "text_ids": texts.get(include=[])["ids"] if texts is not None else []}
+       "text_ids": [i.rpartition("#@")[0] or i for i in texts.get(include=[])["ids"]] if texts is not None else []}
 print(json.dumps(out, ensure_ascii=False))
 """
 
@@ -494,11 +494,12 @@ for article_id, record in store.articles().items():
     # an older chunker: passages twice as long (each pair of today's passages as one)
     pairs = [(spans[i][0], spans[min(i + 1, len(spans) - 1)][1]) for i in range(0, len(spans), 2)]
     chunks = [Chunk(f"{article_id}#{i}", article_id, i, text[s:e], s, e) for i, (s, e) in enumerate(pairs)]
-    stored = store.get_passage_vectors([c.id for c in chunks])  # some real vector for each (ids #0…#k exist)
-    vectors = np.vstack([stored[c.id] for c in chunks])
+    stored = {p.start: v for p, v in store.iter_passages(with_vectors=True) if p.article_id == article_id}
+    vectors = np.vstack([stored[c.start] for c in chunks])  # some real vector for each
     store.write_articles([(Article(article_id, record["title"], text), chunks, vectors)], "use-m3", 512)
-    store._collection("articles").upsert(ids=[article_id], embeddings=[[1.0]],
-                                         metadatas=[{**record, "chunks": len(chunks), "chunker": 0}])
+    written = store.articles()[article_id]  # it names the version just written
+    store._collection("articles").upsert(ids=[article_id], embeddings=[[1.0]], metadatas=[
+        {**record, "tag": written["tag"], "chunks": len(chunks), "chunker": 0}])
 """
 
 

@@ -89,11 +89,11 @@ def test_a_running_searcher_follows_another_process_changes(tmp_path, english_ar
     while time.monotonic() < deadline and not index.searcher.lexical.top("Zanzibar", 5):
         index.search("chess", 1)  # a search notices the change; the update runs in the background
         time.sleep(0.2)
-    assert [c for c, _ in index.searcher.lexical.top("Zanzibar", 5)] == ["chess#0"]
+    assert [c.partition("@")[0] for c, _ in index.searcher.lexical.top("Zanzibar", 5)] == ["chess#0"]  # (its version)
     assert index.searcher.lexical.top("Madrid", 5) == []  # the replaced text no longer matches
 
     # a new process starts from the saved index, already up to date
     files = list(make_settings(home).lexical_dir.glob("*.npz"))
     assert len(files) == 1
     saved = BM25.load(files[0])
-    assert saved is not None and [c for c, _ in saved.top("Zanzibar", 5)] == ["chess#0"]
+    assert saved is not None and [c.partition("@")[0] for c, _ in saved.top("Zanzibar", 5)] == ["chess#0"]

@@ -22,7 +22,7 @@ from newsdesk.index.errors import StoreError
 from newsdesk.index.indexer import plan
 from newsdesk.index.loaders import load_sources
 from newsdesk.index.settings import Settings
-from newsdesk.index.store import Store
+from newsdesk.index.store import Store, passage_id, version_tag
 from newsdesk.index.types import Article, IndexReport
 from tests.conftest import EXAMPLE, run_cli
 from tests.fake_openai import FakeOpenAI
@@ -189,7 +189,9 @@ def test_a_full_disk_says_so_and_keeps_what_was_indexed(small_disk, tmp_path):
         first = chunk_article(KARABAKH, load_sources([str(EXAMPLE)], settings_for(home)).articles[0].text)[0]
         found = run_cli("search", first.text, "--json", home=home, env=env)
         assert found.returncode == 0, found.stderr
-        assert json.loads(found.stdout)["hits"][0]["chunk_id"] == first.id
+        hit = json.loads(found.stdout)["hits"][0]
+        assert (hit["article_id"], hit["start"], hit["end"], hit["text"]) == (KARABAKH, first.start, first.end,
+                                                                              first.text)
 
 
 # ---- passages written before offsets were explicit metadata ------------------------------------------
@@ -235,6 +237,7 @@ def test_passages_without_explicit_offsets_still_quote_their_article(tmp_path):
     todo = plan([a], store.articles(), report)
     assert [p.article.id for p in todo] == ["old"] and report.unchanged == 0
     write(store, a)
-    meta = store._collection("passages").get(ids=[chunks[2].id], include=["metadatas"])["metadatas"][0]
+    new_id = passage_id(a.id, 2, version_tag(a, chunks))  # the new version, under its own ids
+    meta = store._collection("passages").get(ids=[new_id], include=["metadatas"])["metadatas"][0]
     assert (meta["start"], meta["end"]) == (chunks[2].start, chunks[2].end)
     assert plan([a], store.articles(), report) == [] and report.unchanged == 1

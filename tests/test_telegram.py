@@ -28,6 +28,7 @@ from newsdesk.bot.telegram_bot import RateLimiter, build_application, run_bot, s
 from newsdesk.bot.telegram_render import LIMIT, answer_messages, split_html, units
 from newsdesk.index.errors import ConfigError, StoreError
 from tests.conftest import EXAMPLE, NEWSDESK, clean_env, free_port, make_settings
+from tests.support import ChromaServer
 from tests.fake_telegram import BOT_USERNAME, TOKEN, FakeTelegram
 
 ARTICLE = EXAMPLE.read_text(encoding="utf-8")
@@ -450,7 +451,8 @@ async def test_errors_get_a_fixed_apology(example_home, tg, caplog):
     async with running(settings, engine):
         oops = await ask(tg, 1, WEAPONS)
         assert oops["text"] == telegram_render.APOLOGY and "secret" not in oops["text"]
-        assert "Sorry: the article store cannot be reached" in (await ask(tg, 1, "is the store up?"))["text"]
+        store_down = (await ask(tg, 1, "is the store up?"))["text"]
+        assert store_down == telegram_render.error_text(StoreError("")) and "cannot be reached" not in store_down
         engine.ask = Engine.ask.__get__(engine)
         assert quotes(await ask(tg, 1, WEAPONS))
     assert "RuntimeError: internal detail" in caplog.text  # the traceback is logged
@@ -576,3 +578,75 @@ async def test_bot_fills_in_accurate_vectors_while_answering(tmp_path, tg):
         second = await ask(tg, 100, "Where did Stepanyan publish her statement?")
         assert quotes(second)
     assert engine.index.stats()["accurate"]["pending"] == 0
+
+
+# -- small things (issue 14) -------------------------------------------------------------------------------
+
+def count_calls(obj, name: str) -> list[int]:
+    """Record how often ``obj.name`` is called (the real method still runs)."""
+    calls, real = [], getattr(obj, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    setattr(obj, name, counted)
+    return calls
+
+
+async def test_sources_and_stats_are_rate_limited_and_the_list_is_read_only_after_a_change(example_home, tg,
+                                                                                           tmp_path):
+    settings = bot_settings(example_home, tg, rate_limit_per_minute=3)
+    engine = Engine(settings)
+    reads = count_calls(engine.index, "list_articles")
+    async with running(settings, engine):
+        first = await ask(tg, 1, "/sources")
+        assert "1 article indexed" in first["text"]
+        assert (await ask(tg, 1, "/sources"))["text"] == first["text"]
+        assert len(reads) == 1  # the second /sources did not read the registry again
+        assert "Articles: 1" in plain((await ask(tg, 1, "/stats"))["text"])
+        for command in ("/sources", "/stats"):  # over the limit of 3 a minute, like a question
+            assert re.search(r"Slow down .* try again in \d+ s", (await ask(tg, 1, command))["text"])
+        assert re.search(r"Slow down", (await ask(tg, 1, WEAPONS))["text"])  # one budget for all three
+        assert len(reads) == 1
+
+        new = tmp_path / "reykjavik.txt"
+        new.write_text(NEW_ARTICLE, encoding="utf-8")
+        await asyncio.to_thread(engine.index.index, [str(new)], accurate=False)
+        after = await ask(tg, 2, "/sources")  # another user: their own budget
+        assert "2 articles indexed" in after["text"] and "Reykjavik opens a lunar greenhouse" in after["text"]
+        assert len(reads) == 2  # the change was noticed (the store's generation token) and read once
+
+
+async def test_error_replies_say_the_kind_of_problem_without_addresses(tmp_path, tg, caplog):
+    with ChromaServer(tmp_path / "chroma-server", startup_timeout=30) as server:
+        settings = bot_settings(tmp_path / "home", tg, chroma_host=server.host, chroma_port=server.port)
+        async with running(settings):
+            assert "No articles" in (await ask(tg, 1, "/sources"))["text"]
+            await asyncio.to_thread(server.stop)  # the store server goes away under the running bot
+            for command in ("/stats", "/sources"):
+                reply = (await ask(tg, 1, command))["text"]
+                assert "127.0.0.1" not in reply and str(server.port) not in reply and "chroma" not in reply.lower()
+                assert reply == telegram_render.error_text(StoreError("")), reply
+    assert f"is chroma server http://127.0.0.1:{server.port} reachable?" in caplog.text  # the log has it all
+
+
+@pytest.mark.slow  # a bot process, and PTB's back-off between the failed polls: ~9 s
+def test_polling_retries_log_one_line_each_not_a_traceback(example_home, tg):
+    tg.fail("getUpdates", times=3)  # a proxy in front of Telegram answers 502 Bad Gateway three times
+    env = {**_bot_env(example_home, tg), "NEWSDESK_LOG_LEVEL": "INFO"}
+    proc = subprocess.Popen([*NEWSDESK, "bot"], env=env, cwd=example_home.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        tg.wait(lambda: len(tg.calls_of("getUpdates:failed")) == 3, timeout=60)
+        tg.message(1, WEAPONS)
+        assert quotes(tg.wait_messages(1, 1, timeout=30)[0])  # polling resumed
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    failures = [line for line in err.splitlines() if "polling Telegram for updates failed" in line]
+    assert len(failures) == 3, err[-3000:]
+    assert all("WARNING" in line and "HTTP 502 from the proxy" in line for line in failures), failures
+    assert "Traceback" not in err and "unexpected error" not in err, err[-3000:]
