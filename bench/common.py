@@ -147,6 +147,15 @@ def load_1min() -> float:
     return os.getloadavg()[0]
 
 
+def load_average() -> str:
+    """The 1- and 5-minute load averages, for a report ("unknown" where the system does not say)."""
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
 def wait_for_quiet(threshold: float = QUIET_LOAD, poll: float = 60.0, max_wait: float = 1200.0,
                    skip: bool = False) -> dict:
     """Wait (polling every ``poll`` s, at most ``max_wait`` s) until the 1-minute load average is below

@@ -19,21 +19,19 @@ the question's evidence, and the latency. Run it with two models to compare them
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from bench.common import EXAMPLES, SHARED
+from bench.common import EXAMPLES, SHARED, load_average
 
 SEED = SHARED / "eval" / "seed-questions.jsonl"
 
 
 def run(settings, questions_path: Path, articles: Path, fast: bool) -> dict:
     """Index ``articles`` into a scratch home, ask the questions; the ``--answers`` report."""
-    from newsdesk.bot.evaluate import evaluate_answers, read_questions
-    from newsdesk.index.lexical import script_of
+    from newsdesk.bot.evaluate import corpus_language, evaluate_answers, read_questions
     from newsdesk.index.service import Index
 
     with tempfile.TemporaryDirectory(prefix="newsdesk-llm-answers-") as scratch:
@@ -43,19 +41,10 @@ def run(settings, questions_path: Path, articles: Path, fast: bool) -> dict:
             report = index.index([str(articles)], accurate=not fast, show_progress=False)
             if report.failed:
                 raise SystemExit(f"indexing {articles} failed: {report.failed[0].error}")
-            sample = " ".join(text for text, _ in zip(index.passage_texts(), range(50)))
-            questions = read_questions(str(questions_path), None, None, "ar" if script_of(sample) == "ar" else "en")
+            questions = read_questions(str(questions_path), None, None, corpus_language(index))
             return evaluate_answers(settings, index, questions)
         finally:
             index.close()
-
-
-def load_average() -> str:
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:
-        return "unknown"
-    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import load_average
+
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT.parent / "shared" / "eval" / "seed-questions.jsonl"
 EXAMPLES = ROOT / "examples" / "articles"
@@ -39,14 +41,6 @@ def percentile(values: list[float], q: float) -> float:
     pos = (len(ordered) - 1) * q
     lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def load_average() -> str:
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:
-        return "unknown"
-    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def offline_environ(home: Path) -> dict[str, str]:

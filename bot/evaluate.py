@@ -227,6 +227,13 @@ def answers_table(a: dict) -> str:
     return "\n".join(lines)
 
 
+def corpus_language(index: Index) -> str:
+    """The language of the gold answers to read from a question set (``ar`` or ``en``): that of the indexed
+    articles, judged by the script of their first 50 passages."""
+    sample = " ".join(text for text, _ in zip(index.passage_texts(), range(50)))
+    return "ar" if script_of(sample) == "ar" else "en"
+
+
 def run_eval(args, settings: Settings) -> int:
     if not args.use_index and not args.articles:
         raise InputError("give --articles DIR to index into a scratch home, or --use-index")
@@ -253,9 +260,8 @@ def run_eval(args, settings: Settings) -> int:
             report["index_stage2"] = {"passages": done, "seconds": round(t2, 2),
                                       "passages_per_s": round(done / max(t2, 1e-9), 1)}
     try:
-        sample = " ".join(text for text, _ in zip(index.passage_texts(), range(50)))
-        answer_lang = "ar" if script_of(sample) == "ar" else "en"
-        questions = read_questions(args.questions_file, args.question_field, args.answer_field, answer_lang)
+        questions = read_questions(args.questions_file, args.question_field, args.answer_field,
+                                   corpus_language(index))
         report["stage2_passages"] = index.stats()["accurate"]["passages"]
         report.update(evaluate(index, questions, args.k))
         if args.answers:
