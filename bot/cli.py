@@ -95,7 +95,7 @@ def _waiting_note(settings: Settings) -> None:
 def _answer_text(engine, answer: Answer) -> str:
     """The answer as the terminal shows it; an abstention on an empty index says how to fill it (asked of the
     index only then: an abstention is rare, an extra count on every answer is not worth it)."""
-    if answer.abstained and engine.index.stats()["chunks"] == 0:
+    if answer.abstained and engine.index.is_empty():
         return NOTHING_INDEXED
     return format_answer_text(answer)
 
