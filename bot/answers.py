@@ -43,6 +43,7 @@ class Citation:
     passage: str = ""  # the whole retrieved passage the quote comes from
     repaired: str | None = None
     pieces: list[Piece] = field(default_factory=list)
+    also: list[str] = field(default_factory=list)  # other outlets that reported the same story ("also reported by")
 
     def spans(self) -> list[Piece]:
         """The verbatim spans of the quote: its pieces, or the whole quote as one."""
@@ -90,6 +91,7 @@ class Answer:
     proposed: int = 0  # citations the model proposed
     accepted: int = 0  # of them, those that held (as cited or repaired); the rest were dropped
     repaired: int = 0  # of the accepted, those that held only after a repair (``Citation.repaired``)
+    retrieved: list[str] = field(default_factory=list)  # the ids of the passages retrieved for it, in rank order
 
     def to_json(self) -> dict:
         return {
@@ -101,4 +103,5 @@ class Answer:
             "citations": [c.to_json() for c in self.citations],
             "dropped": list(self.dropped),
             "notice": self.notice,
+            "retrieved": list(self.retrieved),
         }

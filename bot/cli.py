@@ -18,8 +18,10 @@ from newsdesk.index.settings import Settings
 
 from .answers import Answer
 from .conversation import Conversations
-from .render import format_answer_text, format_hit_text, printable, source_line
+from .i18n import t
+from .render import describe_filters, format_answer_text, format_hit_text, printable, source_line
 from .startup import start
+from .ticker import streaming
 
 log = logging.getLogger("newsdesk")
 
@@ -117,11 +119,47 @@ def cmd_index(args, settings: Settings) -> int:
     return 2 if report.failed else 0
 
 
+def _now(args):
+    """The moment "yesterday" and "last week" are relative to: the hidden ``--now`` (for tests), else None
+    (the current time)."""
+    from newsdesk.index.dates import parse_now
+
+    return parse_now(args.now) if args.now else None
+
+
+def _filters(args):
+    """The ``--since``/``--until``/``--source`` options as ``Filters`` (a bad date: a one-line error)."""
+    from newsdesk.index.dates import Filters, parse_day, today_of
+
+    today = today_of(_now(args))
+    dates = {}
+    for name in ("since", "until"):
+        value = getattr(args, name)
+        try:
+            dates[name] = parse_day(value, today, end=name == "until") if value else None
+        except NewsdeskError as exc:
+            raise NewsdeskError(f"--{name}: {exc}") from None
+    if dates["since"] and dates["until"] and dates["since"] > dates["until"]:
+        raise NewsdeskError(f"--since {dates['since']} is after --until {dates['until']}")
+    source = args.source.strip() if args.source and args.source.strip() else None
+    return Filters(since=dates["since"], until=dates["until"], source=source)
+
+
+def _search(index, query: str, args, filters):
+    """``index.search`` for ``query``, read for filters as a question is (``since:``, "yesterday"…)."""
+    from newsdesk.index.dates import parse_question, today_of
+
+    asked = parse_question(query, today_of(_now(args)))
+    filters = filters.merged(asked.filters)
+    return index.search(asked.text, args.k, filters), filters
+
+
 def cmd_search(args, settings: Settings) -> int:
     index = _index(settings)
+    filters = _filters(args)
     if args.questions:
         for question in _questions(args.questions):
-            hits = index.search(question, args.k)
+            hits, _ = _search(index, question, args, filters)
             _print_json({"question": question, "hits": [h.to_json() for h in hits]})
         return 0
     if args.query is None:
@@ -129,9 +167,11 @@ def cmd_search(args, settings: Settings) -> int:
     query = args.query.strip()
     if not query:
         raise NewsdeskError("the query is empty")
-    hits = index.search(query, args.k)
+    hits, filters = _search(index, query, args, filters)
     if args.json:
         _print_json({"question": query, "hits": [h.to_json() for h in hits]})
+    elif not hits and filters.active and not index.is_empty():
+        print(t("filter.none", "en", what=describe_filters(filters)))
     elif not hits:
         print(NOTHING_INDEXED)
     else:
@@ -149,7 +189,20 @@ def cmd_stats(args, settings: Settings) -> int:
         print(f"articles: {stats['articles']}\npassages: {stats['chunks']}\nembedder: {stats['embedder']}\n"
               f"store: {stats['store']}\naccurate vectors: {acc['passages']} of {stats['chunks']} passages "
               f"({acc['model']})")
+        if stats.get("languages"):  # articles per language, most first
+            print("languages: " + ", ".join(f"{lang} {n}" for lang, n in stats["languages"].items()))
+        _print_feed_stats(stats.get("feeds") or [])
     return 0
+
+
+def _stories(rows: list[dict]) -> list[list[dict]]:
+    """``list``'s rows by story (their ``group``): each story's head (its earliest copy) first, then the other
+    copies by date; stories in the order of their first row."""
+    stories: dict[str, list[dict]] = {}
+    for row in rows:
+        stories.setdefault(row.get("group") or row["id"], []).append(row)
+    return [sorted(story, key=lambda r: (r["id"] != group, r["published"] or "", r["id"]))
+            for group, story in stories.items()]
 
 
 def cmd_list(args, settings: Settings) -> int:
@@ -157,22 +210,25 @@ def cmd_list(args, settings: Settings) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    for row in rows:
-        meta = ", ".join(x for x in (row["source"], row["published"]) if x)
-        print(f"{row['id']}  {row['title'] or ''}" + (f" — {meta}" if meta else "") + f"  ({row['chunks']} passages)")
+    for story in _stories(rows):  # near-duplicates: the copies of a story under its earliest one
+        for n, row in enumerate(story):
+            meta = ", ".join(x for x in (row["source"], row["published"], row.get("lang")) if x)
+            print(("" if n == 0 else "  also: ") + f"{row['id']}  {row['title'] or ''}" + (f" — {meta}" if meta else "")
+                  + f"  ({row['chunks']} passages)")
     if not rows:
         print(NOTHING_INDEXED)
     return 0
 
 
 def cmd_ask(args, settings: Settings) -> int:
+    filters, now = _filters(args), _now(args)
     if args.questions:
         engine = _engine(settings)
 
         async def run_all():
             try:
                 for question in _questions(args.questions):
-                    _print_json((await engine.ask(question, k=args.k)).to_json())
+                    _print_json((await engine.ask(question, k=args.k, filters=filters, now=now)).to_json())
                     sys.stdout.flush()
             finally:
                 await engine.aclose()
@@ -181,7 +237,8 @@ def cmd_ask(args, settings: Settings) -> int:
     question = _question(args.question)
     engine = _engine(settings)
     _waiting_note(settings)
-    answer = engine.ask_sync(question, k=args.k)
+    with streaming(settings.llm_enabled) as progress:  # at a terminal: the answer as it is written, then erased
+        answer = engine.ask_sync(question, k=args.k, filters=filters, now=now, on_progress=progress)
     if args.json:
         _print_json(answer.to_json())
     else:
@@ -244,7 +301,8 @@ def _chat_question(runner: asyncio.Runner, engine, conversations: Conversations,
     the runner cancels the task and raises KeyboardInterrupt, and the chat goes on."""
     _waiting_note(engine.settings)
     try:
-        answer = runner.run(engine.ask(question, conversations.history(TERMINAL)))
+        with streaming(engine.settings.llm_enabled) as progress:
+            answer = runner.run(engine.ask(question, conversations.history(TERMINAL), on_progress=progress))
     except KeyboardInterrupt:
         print("(cancelled)")
         return
@@ -262,8 +320,14 @@ def cmd_chat(args, settings: Settings) -> int:
     if sys.stdin.isatty():
         import readline  # noqa: F401 - line editing and history for input()
     engine = _engine(settings)
-    conversations = Conversations(settings.history_turns, settings.history_ttl_seconds)
+    conversations = Conversations.from_settings(settings, scope="chat")  # kept for `chat --resume`
     print("Ask about the indexed articles. /help lists the commands, /quit leaves.")
+    if not args.resume:
+        conversations.reset(TERMINAL)  # a terminal starts blank: so does its conversation, unless asked
+    elif earlier := conversations.history(TERMINAL):
+        print(f"Continuing the conversation ({len(earlier)} earlier question(s)); /new starts a new one.")
+    else:
+        print("No recent conversation to continue: starting a new one.")
     with asyncio.Runner() as runner:
         try:
             while True:
@@ -279,11 +343,126 @@ def cmd_chat(args, settings: Settings) -> int:
     return 0
 
 
+# -- feeds (index.feeds) -----------------------------------------------------------------------------------------
+
+def _when(timestamp: float | None) -> str:
+    """A poll time as the terminal shows it (UTC, to the second)."""
+    import datetime as dt
+
+    if not timestamp:
+        return "never"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _feed_failure(row: dict) -> str:
+    """A failing feed's state: the last error, when, how many polls in a row, when it is tried next."""
+    return (f"{printable(row['last_error'] or '')} ({row['failures']} failed poll(s) in a row, last at "
+            f"{_when(row['last_error_at'])}; next try {_when(row['retry_at']) if row['retry_at'] else 'next poll'})")
+
+
+def _print_feed_stats(rows: list[dict]) -> None:
+    if not rows:
+        return
+    failing = [r for r in rows if r["failures"]]
+    print(f"feeds: {len(rows)} listed, {len(failing)} failing")
+    for row in failing:
+        print(f"  failing: {printable(row['url'])}: {_feed_failure(row)}")
+
+
+def cmd_feeds(args, settings: Settings) -> int:
+    from newsdesk.index.feeds import FeedList, summary
+
+    feeds = FeedList(settings.home)
+    if args.action in ("add", "remove") and not args.urls:
+        raise NewsdeskError(f"give the URL of the feed to {args.action}")
+    if args.action == "add":
+        for url in args.urls:
+            done = feeds.add(url)
+            print(f"{'added' if done else 'already listed'}: {printable(url.strip())}")
+        print("`newsdesk watch` (or the bot) polls the listed feeds.")
+        return 0
+    if args.action == "remove":
+        missing = [url for url in args.urls if not feeds.remove(url)]
+        for url in args.urls:
+            print(f"{'not listed' if url in missing else 'removed'}: {printable(url.strip())}"
+                  + ("" if url in missing else " (its articles stay indexed)"))
+        return 1 if missing else 0
+    rows = summary(settings.home)
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print("No feeds are listed: add one with `newsdesk feeds add URL`.")
+    for row in rows if not args.json else ():
+        state = f"failing: {_feed_failure(row)}" if row["failures"] else f"last polled {_when(row['last_ok'])}"
+        title = f"  {printable(row['title'])}" if row["title"] else ""
+        print(f"{printable(row['url'])}{title} — {row['items']} items; {state}")
+    return 0
+
+
+def _poll_line(result) -> str:
+    """One feed's poll as ``watch`` prints it."""
+    url = printable(result.url)
+    if result.outcome == "not modified":
+        removed = result.report.removed if result.report is not None else 0
+        return f"{url}: not modified" + (f"; {removed} removed" if removed else "")
+    if result.outcome in ("failed", "waiting"):
+        verb = "failed" if result.outcome == "failed" else "still failing, not tried now"
+        return f"{url}: {verb}: {printable(result.error or '')} ({result.failures} in a row; next try " \
+               f"{_when(result.retry_at) if result.retry_at else 'next poll'})"
+    r = result.report
+    line = (f"{url}: {r.added} added, {r.updated} updated, {r.unchanged} unchanged, {r.removed} removed, "
+            f"{len(r.failed)} failed")
+    return "\n".join([line, *(f"  failed: {printable(f.source)}: {printable(f.error)}" for f in r.failed)])
+
+
+def cmd_watch(args, settings: Settings) -> int:
+    """Poll the listed feeds until SIGINT/SIGTERM (or once): each stops the watch between two feeds."""
+    import signal
+
+    from newsdesk.index.feeds import FeedList, Watcher
+
+    if not FeedList(settings.home).load():
+        raise NewsdeskError("no feeds are listed: add one with `newsdesk feeds add URL`")
+    interval = settings.feed_interval if args.interval is None else args.interval
+    watcher = Watcher(_index(settings), interval=interval, prune=args.prune, accurate=not args.fast)
+    caught: list[int] = []
+
+    def on_signal(signum, _frame) -> None:
+        caught.append(signum)
+        watcher.stop()
+
+    def show(result) -> None:
+        _print_json(result.to_json()) if args.json else print(_poll_line(result))
+        sys.stdout.flush()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        results = watcher.run(once=args.once, on_result=show)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        print("newsdesk: watch stopped", file=sys.stderr)
+        return 130 if caught[0] == signal.SIGINT else 0
+    return 2 if any(r.outcome in ("failed", "waiting") for r in results) else 0
+
+
 def cmd_bot(args, settings: Settings) -> int:
     from .telegram_bot import run_bot
 
     return run_bot(settings, webhook_url=args.webhook_url, webhook_port=args.webhook_port,
                    webhook_secret=args.webhook_secret)
+
+
+def cmd_feedback(args, settings: Settings) -> int:
+    from .feedback import format_feedback, latest, read_records, summarise
+
+    votes = latest(read_records(settings.feedback_path))
+    if args.json:
+        _print_json({"file": str(settings.feedback_path), "votes": votes, "summary": summarise(votes)})
+    else:
+        print(format_feedback(votes, summarise(votes)))
+    return 0
 
 
 def cmd_eval(args, settings: Settings) -> int:
@@ -299,6 +478,14 @@ def _version() -> str:
         return metadata.version("newsdesk")
     except metadata.PackageNotFoundError:
         return "unknown (not installed)"
+
+
+def _filter_options(p: argparse.ArgumentParser) -> None:
+    """``--since``, ``--until``, ``--source`` (and the hidden ``--now`` the tests set the clock with)."""
+    p.add_argument("--since", metavar="DATE", help="only articles published on or after DATE (YYYY-MM-DD)")
+    p.add_argument("--until", metavar="DATE", help="only articles published on or before DATE (YYYY-MM-DD)")
+    p.add_argument("--source", metavar="NAME", help="only articles of this outlet (case-insensitive)")
+    p.add_argument("--now", help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,24 +520,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", metavar="FILE", help="one query per line; one JSON line per query")
     p.add_argument("--k", type=_positive_int, default=5, help="how many passages to show (default 5)")
     p.add_argument("--json", action="store_true")
+    _filter_options(p)
 
     p = command("ask", cmd_ask, ENGINE, help="answer a question with verified citations")
     p.add_argument("question", nargs="*")
     p.add_argument("--questions", metavar="FILE", help="one question per line; one JSON line per question")
     p.add_argument("--k", type=_positive_int, default=None, help="passages to retrieve (default NEWSDESK_TOP_K)")
     p.add_argument("--json", action="store_true")
+    _filter_options(p)
 
-    command("chat", cmd_chat, ENGINE, help="a conversation in the terminal, with follow-up questions")
+    p = command("chat", cmd_chat, ENGINE, help="a conversation in the terminal, with follow-up questions")
+    p.add_argument("--resume", action="store_true", help="continue the last conversation (within "
+                   "NEWSDESK_HISTORY_TTL_SECONDS), even after a restart")
 
     p = command("stats", cmd_stats, INDEX, help="how many articles and passages, which embedder and store")
     p.add_argument("--json", action="store_true")
     p = command("list", cmd_list, INDEX, help="the indexed articles")
     p.add_argument("--json", action="store_true")
 
+    p = command("feeds", cmd_feeds, None, help="the RSS/Atom feeds `watch` and the bot keep indexed")
+    p.add_argument("action", choices=("list", "add", "remove"), nargs="?", default="list")
+    p.add_argument("urls", nargs="*", metavar="URL")
+    p.add_argument("--json", action="store_true")
+    p = command("watch", cmd_watch, INDEX, help="poll the listed feeds and index their new items")
+    p.add_argument("--interval", type=float, metavar="S", default=None,
+                   help="seconds between polls (default NEWSDESK_FEED_INTERVAL, 900)")
+    p.add_argument("--once", action="store_true", help="poll every feed once, then stop")
+    p.add_argument("--prune", action="store_true", help="remove the articles of items that left their feed")
+    p.add_argument("--fast", action="store_true", help="stage 1 only: searchable now, accurate vectors later")
+    p.add_argument("--json", action="store_true", help="one JSON line per feed polled")
+
     p = command("bot", cmd_bot, "newsdesk.bot.telegram_bot", help="run the Telegram bot (TELEGRAM_BOT_TOKEN)")
     p.add_argument("--webhook-url", help="use a webhook at this public URL instead of long polling")
     p.add_argument("--webhook-port", type=int, help="port the webhook server listens on")
     p.add_argument("--webhook-secret", help="secret token Telegram sends with each webhook call")
+
+    p = command("feedback", cmd_feedback, None, help="the 👍/👎 votes on the bot's answers, and their summary")
+    p.add_argument("--json", action="store_true", help="one JSON object: the votes and the summary")
 
     p = command("eval", cmd_eval, "newsdesk.bot.evaluate",
                 help="measure retrieval (and answer) quality on a question set")
@@ -359,6 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--use-index", action="store_true", help="use the current index instead")
     p.add_argument("--question-field", default=None)
     p.add_argument("--answer-field", default=None)
+    p.add_argument("--assign", metavar="FILE", help="article -> language map (mixed corpora; default: a "
+                   "mixed_assign.json inside or beside --articles)")
     p.add_argument("--k", type=_positive_int, default=10, help="passages per question (default 10)")
     p.add_argument("--fast", action="store_true", help="stage 1 only")
     p.add_argument("--answers", action="store_true", help="also ask every question and score the citations")

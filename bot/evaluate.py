@@ -5,6 +5,14 @@ Reads both formats of ``../shared/eval``: the XQuAD split (``question_en``/``que
 ``expect``). A hit@k is a top-k passage that contains a gold answer after normalisation (NFKC, Arabic
 diacritics and tatweel removed, alef forms unified, white space collapsed).
 
+The mixed-language measure (``xquad-dev-multi/articles-mixed``): each article is in one language, named by a
+map (``mixed_assign.json``: article id -> language, ``--assign FILE``, or found inside the articles folder or
+beside it); a question's gold answers are then ``answers_<its article's language>``, and hit@k is reported per
+language as well as overall (``languages`` in the report, one table). A map found beside the folder is used
+only when it names the language of most of the folder's articles (detected), so ``articles-de/`` next to the
+mixed map is still scored in German. Without a map, the answers are those in the language of the indexed
+articles (detected).
+
 ``--answers`` also asks every question (``evaluate_answers``) and reports, per question and overall, what
 the answers were; in LLM mode that includes what verification made of the model's citations. ``answers_table``
 is that report as a markdown table (``bench/llm_answers.py`` prints it for any OpenAI-compatible server).
@@ -22,19 +30,26 @@ from dataclasses import replace
 from pathlib import Path
 
 from newsdesk.index.errors import InputError
+from newsdesk.index.language import detect
 from newsdesk.index.lexical import script_of
 from newsdesk.index.progress import Progress
 from newsdesk.index.service import Index
 from newsdesk.index.settings import Settings
 from newsdesk.index.textnorm import contains
 
+from .feedback import eval_questions, is_vote
+
 KS = (1, 5, 10)
+ASSIGN_FILE = "mixed_assign.json"
 
 
 def read_questions(path: str, question_field: str | None, answer_field: str | None,
-                   answer_lang: str) -> list[dict]:
-    """Records with ``question``, ``answers`` (gold strings, possibly empty), ``article`` and the raw record."""
-    out = []
+                   answer_lang: str, assign: dict[str, str] | None = None) -> list[dict]:
+    """Records with ``question``, ``answers`` (gold strings, possibly empty), ``article``, ``lang`` (the language
+    of the gold answers: ``assign[article]``, else ``answer_lang``) and the raw record. Vote lines
+    (``newsdesk feedback``'s file) are questions too: their gold is the quotes of the 👍 answers
+    (``bot.feedback.eval_questions``)."""
+    out, votes = [], []
     try:
         lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
@@ -46,19 +61,68 @@ def read_questions(path: str, question_field: str | None, answer_field: str | No
             rec = json.loads(line)
         except json.JSONDecodeError:
             raise InputError(f"{path}:{lineno}: not valid JSON") from None
+        if is_vote(rec):  # a line of <home>/feedback.jsonl: the votes are read together (bot.feedback)
+            votes.append(rec)
+            continue
         qf = question_field or ("question" if "question" in rec else "question_en")
         if qf not in rec:
             raise InputError(f"{path}:{lineno}: no field {qf!r} (use --question-field)")
+        lang = (assign or {}).get(rec.get("article"), answer_lang)
         if answer_field:
             answers = rec.get(answer_field) or []
+            lang = answer_field.removeprefix("answers_") if answer_field.startswith("answers_") else lang
         elif "evidence" in rec:
             answers = rec["evidence"][:1]  # the core evidence
         else:
-            answers = rec.get(f"answers_{answer_lang}") or rec.get("answers") or []
+            answers = rec.get(f"answers_{lang}") or rec.get("answers") or []
         if isinstance(answers, str):
             answers = [answers]
-        out.append({"question": rec[qf], "answers": answers, "article": rec.get("article"), "record": rec})
+        out.append({"question": rec[qf], "answers": answers, "article": rec.get("article"), "lang": lang,
+                    "record": rec})
+    return out + [{**q, "lang": (assign or {}).get(q["article"], answer_lang)} for q in eval_questions(votes)]
+
+
+def read_assign(path: Path) -> dict[str, str]:
+    """An article -> language map (``mixed_assign.json``)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError:
+        raise InputError(f"{path}: not valid JSON") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise InputError(f"{path}: not a map of article ids to languages")
+    return {str(k): v for k, v in data.items()}
+
+
+def article_languages(index: Index, article_ids) -> dict[str, str]:
+    """The detected language of each of these indexed articles (absent: not indexed)."""
+    out = {}
+    for article_id in dict.fromkeys(a for a in article_ids if a):
+        text = index.article_text(article_id)
+        if text:
+            out[article_id] = detect(text)
     return out
+
+
+def find_assign(articles: str | None, explicit: str | None, index: Index, article_ids) -> dict[str, str] | None:
+    """The article -> language map to score with: ``--assign FILE``; else a ``mixed_assign.json`` inside the
+    articles folder; else one beside it, when it names the detected language of most of the folder's
+    articles. None: no map."""
+    if explicit:
+        return read_assign(Path(explicit))
+    if not articles:
+        return None
+    folder = Path(articles)
+    inside, beside = folder / ASSIGN_FILE, folder.parent / ASSIGN_FILE
+    if inside.is_file():
+        return read_assign(inside)
+    if not beside.is_file():
+        return None
+    assign = read_assign(beside)
+    detected = article_languages(index, [a for a in article_ids if a in assign])
+    agree = sum(assign[a] == lang for a, lang in detected.items())
+    return assign if detected and 2 * agree > len(detected) else None
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -76,6 +140,7 @@ def evaluate(index: Index, questions: list[dict], k: int = 10, show_progress: bo
     latencies = []
     scored = 0
     misses = []
+    per_lang: dict[str, dict[int, int]] = {}  # answer language -> {0: scored, n: hits@n}
     bar = Progress("questions", len(questions), show_progress)
     for q in questions:
         started = time.perf_counter()
@@ -87,9 +152,12 @@ def evaluate(index: Index, questions: list[dict], k: int = 10, show_progress: bo
         scored += 1
         first = next((h.rank for h in hits if any(contains(h.text, a) for a in q["answers"])), None)
         first_article = next((h.rank for h in hits if h.article_id == q["article"]), None)
+        counts = per_lang.setdefault(q.get("lang") or "und", dict.fromkeys((0, *KS), 0))
+        counts[0] += 1
         for n in KS:
             hits_at[n] += first is not None and first <= n
             article_at[n] += first_article is not None and first_article <= n
+            counts[n] += first is not None and first <= n
         if first is not None and first <= 10:
             rr += 1.0 / first
         if first != 1:
@@ -106,6 +174,8 @@ def evaluate(index: Index, questions: list[dict], k: int = 10, show_progress: bo
         "passages": len(passages),
         "search_ms_p50": round(1000 * _percentile(latencies, 0.5), 1),
         "search_ms_p95": round(1000 * _percentile(latencies, 0.95), 1),
+        "languages": {lang: {"scored": c[0], **{f"hit@{n}": round(c[n] / max(c[0], 1), 4) for n in KS}}
+                      for lang, c in sorted(per_lang.items())},
         "misses": misses[:20],
     }
 
@@ -228,10 +298,11 @@ def answers_table(a: dict) -> str:
 
 
 def corpus_language(index: Index) -> str:
-    """The language of the gold answers to read from a question set (``ar`` or ``en``): that of the indexed
-    articles, judged by the script of their first 50 passages."""
+    """The language of the gold answers to read from a question set (``ar``, ``de``, ``zh``, …): that of the
+    indexed articles, detected over their first 50 passages ("en" when there is nothing to detect)."""
     sample = " ".join(text for text, _ in zip(index.passage_texts(), range(50)))
-    return "ar" if script_of(sample) == "ar" else "en"
+    lang = detect(sample, max_chars=20000)
+    return "en" if lang == "und" else lang
 
 
 def run_eval(args, settings: Settings) -> int:
@@ -262,6 +333,10 @@ def run_eval(args, settings: Settings) -> int:
     try:
         questions = read_questions(args.questions_file, args.question_field, args.answer_field,
                                    corpus_language(index))
+        if not args.answer_field:
+            assign = find_assign(args.articles, args.assign, index, [q["article"] for q in questions])
+            if assign is not None:
+                questions = read_questions(args.questions_file, args.question_field, None, "en", assign)
         report["stage2_passages"] = index.stats()["accurate"]["passages"]
         report.update(evaluate(index, questions, args.k))
         if args.answers:
@@ -306,4 +381,15 @@ def format_report(r: dict) -> str:
         rows.append(("ask latency p50 / p95", f"{a['ask_ms_p50']} ms / {a['ask_ms_p95']} ms"))
     width = max(len(name) for name, _ in rows)
     text = "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+    if len(r.get("languages") or {}) > 1:
+        text = f"{text}\n\n{languages_table(r)}"
     return f"{text}\n\n{answers_table(a)}" if a else text
+
+
+def languages_table(r: dict) -> str:
+    """hit@k per language of the gold answers and overall, as a markdown table."""
+    lines = ["| language | questions | hit@1 | hit@5 | hit@10 |", "|---|---|---|---|---|"]
+    for lang, c in r["languages"].items():
+        lines.append(f"| {lang} | {c['scored']} | {c['hit@1']:.3f} | {c['hit@5']:.3f} | {c['hit@10']:.3f} |")
+    lines.append(f"| **all** | {r['scored']} | {r['hit@1']:.3f} | {r['hit@5']:.3f} | {r['hit@10']:.3f} |")
+    return "\n".join(lines)

@@ -165,6 +165,6 @@ def build(chosen: list[_Candidate]) -> tuple[list[Sentence], list[Citation]]:
         hit = c.hit
         citations.append(Citation(n=n, article_id=hit.article_id, title=hit.title, source=hit.source,
                                   published=hit.published, url=hit.url, quote=c.text, start=c.start, end=c.end,
-                                  verified=True, chunk_id=hit.chunk_id, passage=hit.text))
+                                  verified=True, chunk_id=hit.chunk_id, passage=hit.text, also=list(hit.also)))
         sentences.append(Sentence(text=c.text, citations=[n]))
     return sentences, citations

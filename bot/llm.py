@@ -13,6 +13,14 @@ server that refuses a format (HTTP 400/422/500 naming it) is asked the next way 
 reply in prose (the format ignored) is asked again the next way. What worked is remembered per server and model
 for the life of the process (:data:`FORMAT_CACHE`, not persisted), so later questions go straight there.
 
+Streaming (``on_progress``, for front ends that show the answer as it is written): the same request with
+``stream=True``, read as server-sent events by us (not the SDK), and the readable part of the reply so far (the
+sentence texts of the partial JSON: :func:`readable`) is passed to ``on_progress`` whenever it grows. Opening the
+stream is retried like any request; a stream that breaks off once it has started is not (a local model would
+write the whole answer again: the offline answer comes sooner). A server that refuses ``stream`` (400/422/500
+naming it) is asked again at once without it, and remembered (:data:`STREAM_CACHE`); one that ignores it and sends a
+whole completion is read as one.
+
 Replies are read tolerantly (a code fence, text around one JSON object) but validated strictly; a reply that is
 not valid ``cited_answer`` JSON, or not a readable completion at all (a truncated or garbled body, nesting too
 deep to parse, no choices, no content), raises :class:`LLMResponseError`. Quotes are checked later, by
@@ -22,6 +30,7 @@ deep to parse, no choices, no content), raises :class:`LLMResponseError`. Quotes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import html
 import json
@@ -30,12 +39,13 @@ import math
 import random
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from functools import cache
 from importlib.resources import files
 from itertools import islice
 from string import Template
 
+import httpx
 import openai
 from tenacity import (
     AsyncRetrying,
@@ -61,6 +71,14 @@ RETRY_AFTER_MAX = 30.0
 HISTORY_ANSWER_CHARS = 600  # each earlier answer is cut to this many characters in the prompts
 STANDALONE_MAX_TOKENS = 256  # a rewritten follow-up is one line: never let it run to llm_max_tokens
 MAX_JSON_STARTS = 50  # tolerant parsing tries a JSON object at this many "{" of a reply, at most
+
+try:  # the HTTP library the SDK reads streams with: httpx2 in recent openai releases, httpx before
+    import httpx2
+
+    HTTP_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, httpx2.HTTPError)
+    HTTP_TIMEOUTS: tuple[type[Exception], ...] = (httpx.TimeoutException, httpx2.TimeoutException)
+except ImportError:  # pragma: no cover - depends on the installed openai
+    HTTP_ERRORS, HTTP_TIMEOUTS = (httpx.HTTPError,), (httpx.TimeoutException,)
 
 RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)  # incl. timeouts
 
@@ -95,6 +113,11 @@ FORMATS: tuple[tuple[str, dict | None], ...] = (
 # (base URL, model) -> index in FORMATS of the way that worked (or the best one not refused): in-process only.
 FORMAT_CACHE: dict[tuple[str, str], int] = {}
 _FORMAT_WORDS = ("response_format", "json_schema", "json_object")
+# (base URL, model) -> False once the server refused ``stream``: in-process only, like FORMAT_CACHE.
+STREAM_CACHE: dict[tuple[str, str], bool] = {}
+_STREAM_WORD = re.compile(r"\bstream(?:ing)?\b", re.IGNORECASE)
+
+Progress = Callable[[str], Awaitable[None]]  # awaited with the readable text of the reply so far
 
 
 @cache
@@ -186,7 +209,7 @@ def _wait(state: RetryCallState) -> float:
 
 def _reason(exc: BaseException) -> str:
     """One line about a failure, without response bodies (an echoed API key could be in them)."""
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, (openai.APITimeoutError, *HTTP_TIMEOUTS)):
         return "timed out"
     if isinstance(exc, openai.APIConnectionError):
         return "cannot connect"
@@ -213,8 +236,15 @@ def _refuses_format(exc: BaseException | None) -> bool:
     return any(word in text for word in _FORMAT_WORDS)
 
 
+def _refuses_stream(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a server's refusal of ``stream`` (400/422/500 naming it), not a transient failure."""
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 422, 500):
+        return False
+    return not _refuses_format(exc) and bool(_STREAM_WORD.search(f"{exc.message} {exc.body}"))
+
+
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, RETRYABLE) and not _refuses_format(exc)
+    return isinstance(exc, RETRYABLE) and not _refuses_format(exc) and not _refuses_stream(exc)
 
 
 def _deadline(settings: Settings) -> float | None:
@@ -222,11 +252,9 @@ def _deadline(settings: Settings) -> float | None:
     return time.monotonic() + settings.llm_max_seconds if settings.llm_max_seconds else None
 
 
-async def _create(client: openai.AsyncOpenAI, settings: Settings, deadline: float | None = None,
-                  **kwargs) -> dict:
-    """``client.chat.completions.create(**kwargs)`` (plus ``max_tokens``) with the retry policy, errors wrapped;
-    the completion as the server sent it (a dict), read by us rather than the SDK so that no body, however
-    broken, escapes as anything but :class:`LLMResponseError`. ``deadline``: see :func:`_deadline`."""
+def _attempts(settings: Settings, deadline: float | None, kwargs: dict) -> tuple[float | None, AsyncRetrying]:
+    """The seconds left of ``deadline`` (None: unbounded) and the retry policy for one request; adds
+    ``max_tokens`` to the request's ``kwargs``. Raises LLMUnavailableError when no time is left."""
     if deadline is None:
         deadline = _deadline(settings)
     if settings.llm_max_tokens > 0:
@@ -237,8 +265,16 @@ async def _create(client: openai.AsyncOpenAI, settings: Settings, deadline: floa
     stop = stop_after_attempt(max(1, settings.llm_max_attempts))
     if budget is not None:
         stop = stop | stop_before_delay(budget)
-    retrying = AsyncRetrying(stop=stop, wait=_wait, retry=retry_if_exception(_retryable),
-                             before_sleep=_log_retry, reraise=True)
+    return budget, AsyncRetrying(stop=stop, wait=_wait, retry=retry_if_exception(_retryable),
+                                 before_sleep=_log_retry, reraise=True)
+
+
+async def _create(client: openai.AsyncOpenAI, settings: Settings, deadline: float | None = None,
+                  **kwargs) -> dict:
+    """``client.chat.completions.create(**kwargs)`` (plus ``max_tokens``) with the retry policy, errors wrapped;
+    the completion as the server sent it (a dict), read by us rather than the SDK so that no body, however
+    broken, escapes as anything but :class:`LLMResponseError`. ``deadline``: see :func:`_deadline`."""
+    budget, retrying = _attempts(settings, deadline, kwargs)
     started, tries = time.monotonic(), 0
     try:
         async with asyncio.timeout(budget):
@@ -253,6 +289,103 @@ async def _create(client: openai.AsyncOpenAI, settings: Settings, deadline: floa
     except openai.OpenAIError as exc:
         raise _mapped(exc, tries, time.monotonic() - started) from exc
     return _completion(raw.http_response.content)
+
+
+async def _stream(client: openai.AsyncOpenAI, settings: Settings, deadline: float | None,
+                  on_content: Callable[[str], Awaitable[None]], **kwargs) -> dict:
+    """:func:`_create` with ``stream=True``: ``on_content(the reply's content so far)`` is awaited whenever it
+    grows, and the completion the chunks add up to is returned (what :func:`_content` reads). Opening the stream
+    is retried like any request; a stream that breaks off (the connection, an error event, no end) is not: it
+    raises LLMUnavailableError. A server that ignores ``stream`` and sends one completion is read as one."""
+    budget, retrying = _attempts(settings, deadline, kwargs)
+    started, tries = time.monotonic(), 0
+    try:
+        async with asyncio.timeout(budget), contextlib.AsyncExitStack() as stack:
+            async for attempt in retrying:
+                with attempt:
+                    tries = attempt.retry_state.attempt_number
+                    response = await stack.enter_async_context(
+                        client.chat.completions.with_streaming_response.create(
+                            model=settings.llm_model, stream=True, **kwargs))
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                return _completion(await _read_all(response))
+            return await _read_stream(response.iter_lines(), on_content)
+    except TimeoutError as exc:
+        raise LLMUnavailableError(
+            f"the language model did not answer within {settings.llm_max_seconds:g} s") from exc
+    except openai.OpenAIError as exc:
+        raise _mapped(exc, tries, time.monotonic() - started) from exc
+
+
+async def _read_all(response) -> bytes:
+    """The whole body of a streamed response; a connection that breaks off is an unavailable model."""
+    try:
+        return await response.read()
+    except HTTP_ERRORS as exc:
+        raise LLMUnavailableError(f"the language model's reply broke off ({_reason(exc)})") from exc
+
+
+async def _next_line(lines: AsyncIterator[str]) -> str | None:
+    """The next line of a stream, None at its end; a connection that breaks off is an unavailable model."""
+    try:
+        return await anext(lines)
+    except StopAsyncIteration:
+        return None
+    except HTTP_ERRORS as exc:
+        raise LLMUnavailableError(f"the language model's reply broke off ({_reason(exc)})") from exc
+
+
+async def _events(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The data of each server-sent event (``data: …`` lines up to a blank one), until ``[DONE]`` (the last one
+    yielded) or the end."""
+    data: list[str] = []
+    while True:
+        line = await _next_line(lines)
+        if not line and data:
+            payload, data = "\n".join(data).strip(), []
+            yield payload
+            if payload == "[DONE]":
+                return
+        if line is None:
+            return
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+
+
+def _chunk(payload: str) -> dict:
+    """The first choice of a ``chat.completion.chunk`` ({} for a chunk without one, e.g. usage only)."""
+    try:
+        data = json.loads(payload)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise LLMResponseError("the language model's reply could not be read") from exc
+    if isinstance(data, dict) and "error" in data:  # llama.cpp, vLLM: an error event in the stream
+        raise LLMUnavailableError("the language model failed while writing its reply")
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list):
+        raise LLMResponseError("the language model's reply is not a chat completion stream")
+    return choices[0] if choices and isinstance(choices[0], dict) else {}
+
+
+async def _read_stream(lines: AsyncIterator[str], on_content: Callable[[str], Awaitable[None]]) -> dict:
+    """The completion a stream of chunks adds up to; ``on_content`` is awaited with the content so far."""
+    parts: list[str] = []
+    refusal, finish, done = None, None, False
+    async for payload in _events(lines):
+        if payload == "[DONE]":
+            done = True
+            continue
+        choice = _chunk(payload)
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        refusal = refusal or delta.get("refusal")
+        finish = choice.get("finish_reason") or finish
+        if isinstance(delta.get("content"), str) and delta["content"]:
+            parts.append(delta["content"])
+            await on_content("".join(parts))
+    if not done and finish is None:
+        raise LLMUnavailableError("the language model's reply broke off before its end")
+    message = {"role": "assistant", "content": "".join(parts), "refusal": refusal}
+    return {"choices": [{"index": 0, "finish_reason": finish, "message": message}]}
 
 
 def _mapped(exc: openai.OpenAIError, tries: int, seconds: float) -> LLMUnavailableError | LLMResponseError:
@@ -378,6 +511,57 @@ def parse_cited_answer(content: str) -> dict:
     return {"answerable": data["answerable"], "sentences": sentences if data["answerable"] else []}
 
 
+# ---- streaming: what to show while the reply is written -------------------------------------------
+
+_TEXT_VALUE = re.compile(r'"text"\s*:\s*"((?:[^"\\]|\\.)*)(")?', re.DOTALL)  # closed or still being written
+_UNANSWERABLE = re.compile(r'"answerable"\s*:\s*false')
+_PARTIAL_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{0,3}$")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a pair whose other half is not written yet
+_MARKERS = re.compile(r"\s*\[\s*\d+(?:\s*,\s*\d+)*\s*\]")  # the model's own "[1]": verify drops them too
+_PARTIAL_MARKER = re.compile(r"\s*\[[\d,\s]*$")
+_LENIENT = json.JSONDecoder(strict=False)  # a raw newline in a string must not hide the text written so far
+
+
+def _string(body: str, closed: bool) -> str | None:
+    """The JSON string ``"body"`` decoded; of a string still being written, the part that can be."""
+    if not closed:
+        body = _PARTIAL_ESCAPE.sub("", body)
+    try:
+        text = _LENIENT.decode(f'"{body}"')
+    except json.JSONDecodeError:
+        return None
+    text = _MARKERS.sub("", _SURROGATE.sub("", text))
+    return _PARTIAL_MARKER.sub("", text) if not closed else text
+
+
+def readable(content: str) -> str:
+    """What a reader can see of a ``cited_answer`` reply still being written (partial JSON, cut anywhere): the
+    sentence texts so far, the last one perhaps half-written, without the model's ``[n]`` markers, joined by
+    spaces. Never the raw JSON, never the quotes (they are checked and shown with the final answer)."""
+    if _UNANSWERABLE.search(content):
+        return ""
+    texts = []
+    for match in _TEXT_VALUE.finditer(content):
+        text = _string(match.group(1), match.group(2) is not None)
+        if text and text.strip():
+            texts.append(" ".join(text.split()))
+    return " ".join(texts)
+
+
+def _progress_reader(on_progress: Progress) -> Callable[[str], Awaitable[None]]:
+    """An ``on_content`` for :func:`_stream` that awaits ``on_progress`` with the readable text when it changed."""
+    shown = ""
+
+    async def on_content(content: str) -> None:
+        nonlocal shown
+        text = readable(content)
+        if text != shown:
+            shown = text
+            await on_progress(text)
+
+    return on_content
+
+
 # ---- public --------------------------------------------------------------------------------------
 
 def _server(settings: Settings) -> tuple[str, str]:
@@ -385,12 +569,15 @@ def _server(settings: Settings) -> tuple[str, str]:
 
 
 async def complete_cited_answer(client: openai.AsyncOpenAI, settings: Settings, question: str,
-                                hits: Sequence[Hit], history: Sequence[Turn] = ()) -> dict:
+                                hits: Sequence[Hit], history: Sequence[Turn] = (),
+                                on_progress: Progress | None = None) -> dict:
     """Ask the model to answer ``question`` from ``hits`` (numbered 1..k); return the validated
     ``{"answerable": bool, "sentences": [{"text": str, "citations": [{"source": int, "quote": str}]}]}``.
 
     Starts with the best response_format this server is known to take (see the module's docstring) and steps
-    down when it is refused or ignored, all within ``settings.llm_max_seconds``.
+    down when it is refused or ignored, all within ``settings.llm_max_seconds``. With ``on_progress`` the reply
+    is streamed (unless the server refuses it) and ``on_progress`` is awaited with :func:`readable` text as it
+    grows; what it was shown is unverified, the caller replaces it with the verified answer.
     Raises LLMUnavailableError (after the retries) or LLMResponseError (not valid cited_answer JSON)."""
     messages = cited_answer_messages(question, hits, history)
     server, deadline = _server(settings), _deadline(settings)
@@ -399,9 +586,18 @@ async def complete_cited_answer(client: openai.AsyncOpenAI, settings: Settings, 
         name, response_format = FORMATS[level]
         extra = {"response_format": response_format} if response_format is not None else {}
         last = level + 1 == len(FORMATS)
+        streaming = on_progress is not None and STREAM_CACHE.get(server, True)
         try:
-            completion = await _create(client, settings, deadline, messages=messages, **extra)
+            if streaming:
+                completion = await _stream(client, settings, deadline, _progress_reader(on_progress),
+                                           messages=messages, **extra)
+            else:
+                completion = await _create(client, settings, deadline, messages=messages, **extra)
         except LLMUnavailableError as exc:
+            if streaming and _refuses_stream(exc.__cause__):
+                log.info("the language model server refuses stream; asking without it")
+                STREAM_CACHE[server] = False
+                continue
             if last or not _refuses_format(exc.__cause__):
                 raise
             log.info("the language model server refuses response_format %s; trying %s", name, FORMATS[level + 1][0])

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
+from newsdesk.index.dates import Filters
 from newsdesk.index.types import Hit
 
 from .answers import Answer, Citation
+from .i18n import long_date, t
 
 # control characters (newlines, carriage returns, terminal escapes), line and paragraph separators, and the
 # bidirectional controls that reorder what follows them
@@ -19,9 +21,25 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def describe_filters(filters: Filters, lang: str = "en") -> str:
+    """Which articles ``filters`` let through, in a few words in ``lang`` ("since 27 Sep 2020, from Sputnik")."""
+    parts = []
+    if filters.since is not None and filters.since == filters.until:
+        parts.append(t("filter.on", lang, date=long_date(filters.since.isoformat(), lang)))
+    else:
+        if filters.since is not None:
+            parts.append(t("filter.since", lang, date=long_date(filters.since.isoformat(), lang)))
+        if filters.until is not None:
+            parts.append(t("filter.until", lang, date=long_date(filters.until.isoformat(), lang)))
+    if filters.source is not None:
+        parts.append(t("filter.source", lang, source=filters.source))
+    return t("filter.join", lang).join(parts)
+
+
 def source_line(c: Citation | Hit) -> str:
     meta = ", ".join(x for x in (c.source, c.published, c.url) if x)
-    return f"{c.title or c.article_id}" + (f" — {meta}" if meta else "")
+    also = f" ({t('answer.also_reported', outlets=', '.join(c.also))})" if c.also else ""
+    return f"{c.title or c.article_id}" + (f" — {meta}" if meta else "") + also
 
 
 def format_answer_text(answer: Answer) -> str:

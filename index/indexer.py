@@ -20,7 +20,8 @@ import numpy as np
 
 from .chunking import VERSION as CHUNKER_VERSION, chunk_article
 from .embedding import Embedder
-from . import loaders
+from .language import passage_language
+from . import dedup, loaders
 from .progress import Progress
 from .errors import StoreError
 from .settings import Settings
@@ -63,7 +64,10 @@ def plan(articles: Sequence[Article], registry: dict[str, dict], report: IndexRe
                 and chunker_version(old) == CHUNKER_VERSION and record_format(old) == STORE_FORMAT):
             report.unchanged += 1
             continue
-        todo.append(_Pending(article, chunk_article(article.id, article.text), is_new=old is None))
+        chunks = chunk_article(article.id, article.text)
+        for chunk in chunks:  # each passage's language, detected once: kept with it in the store and in BM25
+            chunk.lang = passage_language(chunk.text)
+        todo.append(_Pending(article, chunks, is_new=old is None))
     return todo
 
 
@@ -71,14 +75,15 @@ WRITE_EVERY = 256  # passages per store write: each write has a fixed cost (seve
 
 
 def write_stage1(store: Store, embedder: Embedder, todo: list[_Pending], report: IndexReport,
-                 batch: int = 32, show_progress: bool | None = None) -> None:
+                 batch: int = 32, show_progress: bool | None = None, fields: dict[str, dict] | None = None) -> None:
     """Embed the passages of ``todo`` in batches across articles. Articles whose passages all have vectors
     are handed to a writer thread, about WRITE_EVERY passages at a time and in order, so that writing to the
     store overlaps with encoding the next batches; the last groups shrink, so that the write still to do when
-    encoding ends is small. A failed write stops the encoding and is raised here."""
+    encoding ends is small. A failed write stops the encoding and is raised here. ``fields``: article id ->
+    more registry fields to write with it (``Store.write_articles``)."""
     work = [(p, c) for p in todo for c in p.chunks]
     bar = Progress("indexing", len(work), show_progress)
-    writer = _Writer(store, embedder, report)
+    writer = _Writer(store, embedder, report, fields)
     done_articles = ready = 0
     try:
         for i in range(0, len(work), batch):
@@ -105,8 +110,9 @@ def write_stage1(store: Store, embedder: Embedder, todo: list[_Pending], report:
 class _Writer:
     """One background thread that writes groups of articles in the order they are given."""
 
-    def __init__(self, store: Store, embedder: Embedder, report: IndexReport) -> None:
-        self.store, self.embedder, self.report = store, embedder, report
+    def __init__(self, store: Store, embedder: Embedder, report: IndexReport,
+                 fields: dict[str, dict] | None = None) -> None:
+        self.store, self.embedder, self.report, self.fields = store, embedder, report, fields
         self._queue: queue.Queue = queue.Queue(maxsize=2)  # bounded: encoding can't run far ahead of writing
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
@@ -116,7 +122,7 @@ class _Writer:
         while (group := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    _write(self.store, self.embedder, group, self.report)
+                    _write(self.store, self.embedder, group, self.report, self.fields)
                 except BaseException as exc:  # noqa: BLE001 - handed to the encoding thread
                     self._error = exc
 
@@ -136,7 +142,8 @@ class _Writer:
         self.check()
 
 
-def _write(store: Store, embedder: Embedder, group: Sequence[_Pending], report: IndexReport) -> None:
+def _write(store: Store, embedder: Embedder, group: Sequence[_Pending], report: IndexReport,
+           fields: dict[str, dict] | None = None) -> None:
     writable = []
     for pending in group:
         if pending.chunks:
@@ -147,7 +154,7 @@ def _write(store: Store, embedder: Embedder, group: Sequence[_Pending], report: 
     if not writable:
         return
     store.write_articles([(p.article, p.chunks, np.vstack(p.vectors)) for p in writable], embedder.name,
-                         embedder.dim)
+                         embedder.dim, fields)
     for pending in writable:
         report.chunks += len(pending.chunks)
         if pending.is_new:
@@ -170,17 +177,17 @@ def claim(articles: Sequence[Article], registry: dict[str, dict], report: IndexR
     return out
 
 
-def prune(store: Store, registry: dict[str, dict], loaded: LoadResult) -> int:
+def prune(store: Store, registry: dict[str, dict], loaded: LoadResult) -> list[str]:
     """Remove articles that were found under one of the folders scanned (``loaded.roots``) before and are not
     there any more; never one that a failure of this run may still hold (``_held``): a file that failed to
-    load, a JSON file or line that failed, a folder that could not be read."""
+    load, a JSON file or line that failed, a folder that could not be read. Returns the ids removed."""
     roots = {str(Path(r)) for r in loaded.roots}
     keep = {a.id for a in loaded.articles}
-    removed = 0
+    removed = []
     for article_id, meta in registry.items():
         if meta.get("root") in roots and article_id not in keep and not _held(article_id, meta, loaded.failed):
             store.remove_article(article_id)
-            removed += 1
+            removed.append(article_id)
     return removed
 
 
@@ -258,8 +265,14 @@ def _index_into(settings: Settings, store: Store, embedder: Embedder, sources: S
     report.failed.extend(loaded.failed)
     registry = store.articles()
     todo = plan(claim(loaded.articles, registry, report), registry, report)
-    write_stage1(store, embedder, todo, report, batch=settings.embed_batch, show_progress=show_progress)
+    # near-duplicate groups (``index.dedup``): computed with what is about to be written, kept in the registry
+    records, fields, grouped = dedup.plan(registry, [p.article for p in todo if p.chunks])
+    write_stage1(store, embedder, todo, report, batch=settings.embed_batch, show_progress=show_progress,
+                 fields=fields)
+    removed: list[str] = []
     if prune_missing:
-        report.removed = prune(store, registry, loaded)
+        removed = prune(store, registry, loaded)
+        report.removed = len(removed)
+    dedup.regroup(store, records, grouped, removed)  # the groups of what was removed are formed again
     report.seconds = time.monotonic() - started
     return report

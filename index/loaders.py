@@ -374,7 +374,7 @@ def article_from_text(text: str, article_id: str, *, markdown: bool = False, ori
     if not source or not published:
         outlet, date = find_dateline(body)
         source = source or outlet
-        published = published or date
+        published = published or date or kept_date(meta.get("published"), origin)
     return Article(id=article_id, title=title, text=body, url=_clean_url(meta.get("url")), source=source,
                    published=published, lang=meta.get("lang") or guess_lang(body), origin=origin)
 
@@ -434,9 +434,21 @@ _MONTHS["sept"] = 9
 _DATELINE = re.compile(r"\(\s*(?P<outlet>[^()\n]+?)\s*[-–—]\s*(?P<date>[^()\n\-–—]+?)\s*\)")
 
 
+# an English wire dateline: "MOSCOW, 10 October 2020 (Desk Wire) -", "WASHINGTON (Reuters) —" (place in capitals)
+_DATELINE_EN = re.compile(r"(?P<place>[^\W\d_][^\W\d_ .'’/-]{0,30}(?:[ .'’/-]+[^\W\d_]{1,30}){0,4})\.?\s*"
+                          r"(?:,\s*(?P<date>[^()\n]{3,40}?))?\s*\((?P<outlet>[^()\n]{2,60}?)\)\s*[-–—:]")
+# a date written out in English (or ISO) in a byline or date line: "Oct. 10, 2020", "10 October 2020"
+_DATE_EN = re.compile(r"(?<!\w)(?:\d{1,2}\s+[A-Za-z]{3,9}\.?,?\s+\d{4}|[A-Za-z]{3,9}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?"
+                      r"\s+\d{4}|\d{4}-\d{2}-\d{2})(?!\w)")
+DATE_LINE_CHARS = 80  # a line this short near the top that holds a date is a date line ("Updated Oct. 10, 2020")
+
+
 def find_dateline(text: str) -> tuple[str | None, str | None]:
     """(outlet, ISO date) from a ``(OUTLET / AGENCY - 28 سبتمبر 2020ء)`` dateline at the start of the first
-    paragraph after the title (or of the first line, when the text has no title line)."""
+    paragraph after the title (or of the first line, when the text has no title line); else from an English
+    wire dateline (``MOSCOW, 10 October 2020 (Desk Wire) -``, ``WASHINGTON (Reuters) -``) at the start of one
+    of the first lines, its date, when it has none, from a short date line near the top (``Oct. 10, 2020``),
+    which alone gives the date too."""
     lines = _nonblank_lines(text, 2)
     for line in reversed(lines):
         match = _DATELINE.match(line.strip())
@@ -445,7 +457,43 @@ def find_dateline(text: str) -> tuple[str | None, str | None]:
             if published:
                 outlet = match.group("outlet").split("/")[-1].strip()
                 return outlet or None, published
-    return None, None
+    return _english_dateline(_nonblank_lines(text, 6))
+
+
+def _english_dateline(lines: list[str]) -> tuple[str | None, str | None]:
+    outlet = published = None
+    for line in lines:
+        match = _DATELINE_EN.match(line.strip())
+        if match and match.group("place").isupper():
+            outlet = match.group("outlet").strip() or None
+            published = parse_date(match.group("date") or "")
+            break
+    if published is None:  # not in the title line: a headline's date is the event's
+        published = next((d for d in map(_date_in_line, lines[1:]) if d), None)
+    return outlet, published
+
+
+def _date_in_line(line: str) -> str | None:
+    """The ISO date a short line near the top of an article holds ("Published Oct. 10, 2020 10:31 GMT"); a line
+    that ends as a sentence does is a short paragraph, not a date line."""
+    line = line.strip()
+    if len(line) > DATE_LINE_CHARS or re.search(r"[.!?؟…]['\"”’»)]*$", line) and not re.search(r"\d{4}\.?$", line):
+        return None
+    for match in _DATE_EN.finditer(line):
+        published = parse_date(re.sub(r"(?<=\d)(?:st|nd|rd|th)\b", "", match.group()))
+        if published:
+            return published
+    return None
+
+
+def kept_date(value: str | None, origin: str) -> str | None:
+    """An article's ``published`` value that is not a date newsdesk understands: kept as it is (shown, never
+    filtered on: no numeric date), with a warning."""
+    if not value or not value.strip():
+        return None
+    log.warning("%s: the published date %r is not understood; kept as text (date filters will not match it)",
+                origin or "an article", value.strip())
+    return value.strip()
 
 
 def _nonblank_lines(text: str, n: int) -> list[str]:
@@ -469,6 +517,11 @@ def parse_date(value: str) -> str | None:
     iso = re.match(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:$|[T ])", text)
     if iso:
         return _iso(int(iso.group(1)), int(iso.group(2)), int(iso.group(3)))
+    # RFC 2822 (e-mail, RSS): "Sat, 10 Oct 2020 08:00:00 GMT", the date as written
+    rfc = re.fullmatch(r"(?:[A-Za-z]{3},\s*)?(\d{1,2}\s+[A-Za-z]{3,9}\.?\s+\d{4})\s+\d{1,2}:\d{2}(?::\d{2})?"
+                       r"(?:\s+\S+)?", text)
+    if rfc:
+        text = rfc.group(1)
     match = re.fullmatch(r"(\d{1,2})\.?\s+(.+?),?\s+(\d{4})", text)
     if match:
         day, month, year = match.group(1), match.group(2), match.group(3)
@@ -633,5 +686,5 @@ def _record_article(record: Any, where: str, root: str | None) -> Article | Fail
     return Article(
         id=article_id or hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16], title=title, text=body,
         url=_clean_url(field("url")), source=field("source") or outlet,
-        published=(parse_date(published) if published else None) or date,
+        published=(parse_date(published) if published else None) or date or kept_date(published, where),
         lang=field("lang") or guess_lang(body), origin=where, root=root)

@@ -1,10 +1,21 @@
 """Search: fuse the evidence each passage has, score-normalised.
 
 Rankers: the stage-1 vectors (USE), the stage-2 accurate vectors (e5) where a passage has them, and BM25
-when the question is in the passage's script. Each ranker's scores are standardised against its own top-N
+for the passages in the question's language. Each ranker's scores are standardised against its own top-N
 list (z-scores: cross-lingual cosines are low and shift from query to query, so no absolute threshold is
 used anywhere), and a passage's score is the weighted mean over the rankers that have evidence for it.
 Without stage-2 vectors the top few are then re-scored by their best single sentence.
+
+Language: the question's is detected once per search (``language.detect``, ~0.5 ms), each passage's is the one
+stored with it (the BM25 index's ``language``: no detection per query). BM25 reads the question only against
+passages of its language (across languages it matched names and title words, and lifted passages for sharing
+the question's language: English -> German hit@1 0.822 -> 0.869, XQuAD dev, both stages). USE speaks with its
+full weight only when the question and the passage are both in languages it was trained on
+(``language.USE_LANGUAGES``); otherwise e5 decides and USE only breaks ties (English -> Vietnamese 0.717 ->
+0.810, mixed-language index 0.725 -> 0.825 with both changes). Tried and not kept (``bench/languages.py``,
+docs/benchmarks/languages.md): standardising each ranker within each language's candidates (mixed 0.825 ->
+0.355: the best passage of every language looks equally good), removing each language's mean vector (0.781),
+and letting BM25 only reorder passages within the question's language (0.814).
 
 ``retrieve`` returns what the search computed along with the hits (a ``SearchResult``): the question's vectors,
 each returned passage's sentence spans, and the re-rank's sentence vectors; the offline answer uses them
@@ -27,11 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import dedup
 from .chunking import sentences as sentence_spans
+from .dates import Filters, prefer_recent
 from .embedding import Embedder
 from .errors import StoreError
-from .lexical import BM25, script_of
-from .store import Store, StoredPassage
+from .language import UNDETERMINED, detect, use_trained
+from .lexical import BM25
+from .store import Store, StoredPassage, split_passage_id
 from .types import Hit, SearchResult
 
 log = logging.getLogger(__name__)
@@ -42,6 +56,10 @@ CHECK_SECONDS = 2.0  # how often a search asks the store whether another process
 RERANK = 3  # without stage-2 vectors, the top passages are re-scored by their best sentence (3 or 5: same hit@1)
 SENTENCE_WEIGHT = 0.15
 WEIGHTS = {"dense": 0.3, "accurate": 0.7, "lexical": 0.5}
+# USE's weight when the question or the passage is in a language it was not trained on (el, hi, ro, vi, …):
+# its cosines there are close to noise and hurt e5's ranking (mixed index hit@1 0.789 -> 0.825); a tie-breaker
+# only, and alone (stage 1) its weight does not change the order
+UNTRAINED_DENSE_WEIGHT = 0.05
 _WORKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="newsdesk-search")
 
 
@@ -62,6 +80,13 @@ def _release_free_memory() -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass  # not glibc
+
+
+def _dense_weight(qlang: str, plang: str | None) -> float:
+    """The stage-1 (USE) ranker's weight for a question in ``qlang`` and a passage in ``plang`` (None or "und":
+    not known): its full weight unless either is in a language USE was not trained on."""
+    known = (lang for lang in (qlang, plang) if lang and lang != UNDETERMINED)
+    return WEIGHTS["dense"] if all(use_trained(lang) for lang in known) else UNTRAINED_DENSE_WEIGHT
 
 
 def _standardise(scores: dict[str, float], reference: Sequence[float]) -> dict[str, float]:
@@ -172,21 +197,23 @@ class Searcher:
 
     # -- searching ---------------------------------------------------------------------------------------
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
-        return self.retrieve(query, k).hits
+    def search(self, query: str, k: int = 5, filters: Filters | None = None) -> list[Hit]:
+        return self.retrieve(query, k, filters).hits
 
-    def retrieve(self, query: str, k: int = 5) -> SearchResult:
-        """The best ``k`` passages for ``query``, with the question's vectors and each passage's sentences."""
+    def retrieve(self, query: str, k: int = 5, filters: Filters | None = None) -> SearchResult:
+        """The best ``k`` passages for ``query``, with the question's vectors and each passage's sentences.
+        ``filters``: only passages of the articles they let through, filtered in each store query (and the
+        lexical ranker restricted to those articles); ``latest``: recent articles preferred."""
         self._maybe_refresh()
         try:
-            return self._retrieve(query, k)
+            return self._retrieve(query, k, filters)
         except StoreError:
             if not self.store.refresh():  # not another process's write: a real failure
                 raise
-            return self._retrieve(query, k)
+            return self._retrieve(query, k, filters)
 
-    def _retrieve(self, query: str, k: int) -> SearchResult:
-        scored, qvec, avec = self._rank(query, k)
+    def _retrieve(self, query: str, k: int, filters: Filters | None = None) -> SearchResult:
+        scored, qvec, avec = self._rank(query, k, filters)
         meta = self.store.article_meta([s.passage.article_id for s in scored])
         hits = [self._hit(rank, s, meta.get(s.passage.article_id) or {}) for rank, s in enumerate(scored, start=1)]
         return SearchResult(query=query, hits=hits, qvec=qvec, avec=avec)
@@ -194,17 +221,22 @@ class Searcher:
     def rank(self, query: str, k: int) -> list[Scored]:
         return self._rank(query, k)[0]
 
-    def _rank(self, query: str, k: int) -> tuple[list[Scored], np.ndarray, np.ndarray | None]:
+    def _rank(self, query: str, k: int, filters: Filters | None = None
+              ) -> tuple[list[Scored], np.ndarray, np.ndarray | None]:
         """The scored passages, and the question's stage-1 and stage-2 vectors (None: not computed)."""
         n = max(CANDIDATES, 4 * k)
+        where = filters.where() if filters is not None else None  # in each store query, never after it
         # the stage-2 ranker (the slowest step: encoding the question with e5) runs on another core meanwhile
-        accurate = _WORKERS.submit(self._accurate_top, query, n) if self._has_accurate else None
+        accurate = _WORKERS.submit(self._accurate_top, query, n, where) if self._has_accurate else None
         try:
             qvec = self.embedder.queries([query])[0]
-            dense = dict(self.store.query_passages(qvec, n))
-            qscript = script_of(query)
+            dense = dict(self.store.query_passages(qvec, n, where))
+            qlang = detect(query)  # once per question: BM25's reading of it and the rankers' weights follow it
             lexical = self._lexical
-            lex = lexical.top(query, n, qscript) if lexical is not None else []
+            allowed = self.store.matching_articles(where) if where is not None else None
+            # BM25 only over the passages in the question's language: across languages it matches names and
+            # title words, and lifts passages for sharing the question's language
+            lex = lexical.top(query, n, languages={qlang}, articles=allowed) if lexical is not None else []
         finally:
             avec, acc_raw = accurate.result() if accurate is not None else (None, {})
         if not dense:
@@ -227,7 +259,7 @@ class Searcher:
         if lex and lexical is not None:
             lex_scores = _standardise(dict(lex), [s for _, s in lex])
             floor = min(lex_scores.values())
-            rankers["lexical"] = {c: lex_scores.get(c, floor) for c in candidates if lexical.script(c) == qscript}
+            rankers["lexical"] = {c: lex_scores.get(c, floor) for c in candidates if lexical.language(c) == qlang}
 
         fused = []
         for cid in candidates:
@@ -235,15 +267,23 @@ class Searcher:
             for name, scores in rankers.items():
                 value = scores.get(cid)
                 if value is not None:
-                    total += WEIGHTS[name] * value
-                    weight += WEIGHTS[name]
+                    w = _dense_weight(qlang, lexical.language(cid) if lexical is not None else None) \
+                        if name == "dense" else WEIGHTS[name]
+                    total += w * value
+                    weight += w
             if weight:
                 fused.append((total / weight, cid))
         fused.sort(key=lambda x: -x[0])
+        if filters is not None and filters.latest:  # "latest": recent articles first among about as good ones
+            meta = self.store.article_meta([split_passage_id(c)[0] for _, c in fused])
+            days = {c: (meta.get(split_passage_id(c)[0]) or {}).get("published_ts") for _, c in fused}
+            fused = prefer_recent(fused, days)
+        owners = {c: split_passage_id(c)[0] for _, c in fused}  # near-duplicate stories: one passage each
+        fused = dedup.fold(fused, owners, self.store.article_groups(list(set(owners.values()))))
         fused = fused[:max(k, RERANK)]
         passages = self.store.get_passages([cid for _, cid in fused])  # texts only for what is returned
         out = [Scored(passages[cid], score) for score, cid in fused if cid in passages]
-        if "accurate" not in rankers:
+        if "accurate" not in rankers and not (filters is not None and filters.latest):  # (latest: date order)
             # stage 1 only: sentence evidence helps (English -> Arabic hit@1 0.719 -> 0.740 on XQuAD); with
             # stage-2 vectors it does not pay for its cost (0.863 -> 0.856, ar->ar equal, en->en 0.962 -> 0.967)
             # at ~2 ms per sentence encoded
@@ -251,11 +291,12 @@ class Searcher:
             out[:RERANK] = sorted(out[:RERANK], key=lambda s: -s.score)
         return out[:k], qvec, avec
 
-    def _accurate_top(self, query: str, n: int) -> tuple[np.ndarray | None, dict[str, float]]:
+    def _accurate_top(self, query: str, n: int, where: dict | None = None
+                      ) -> tuple[np.ndarray | None, dict[str, float]]:
         if self.accurate is None:
             return None, {}
         avec = self.accurate.queries([query])[0]
-        return avec, dict(self.store.query_accurate(avec, n))
+        return avec, dict(self.store.query_accurate(avec, n, where))
 
     def _rerank_by_sentence(self, qvec: np.ndarray, top: list[Scored], reference: Sequence[float]) -> None:
         """Sentence evidence for the top few: a passage whose best single sentence matches the question
@@ -291,6 +332,6 @@ class Searcher:
         return Hit(rank=rank, score=round(scored.score, 4), article_id=p.article_id,
                    title=meta.get("title") or None, source=meta.get("source") or None,
                    published=meta.get("published") or None, url=meta.get("url") or None,
-                   chunk_id=p.chunk_id, text=p.text, start=p.start, end=p.end,
+                   chunk_id=p.chunk_id, text=p.text, start=p.start, end=p.end, also=dedup.also_reported(meta),
                    sentences=scored.sentences if scored.sentences is not None else sentence_spans(p.text),
                    sentence_vectors=scored.sentence_vectors)

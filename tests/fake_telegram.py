@@ -6,12 +6,16 @@
         tg.message(chat_id=1, text="What weapons did each side allege?")
         replies = tg.wait_messages(chat_id=1, count=1)
 
-It implements the methods the bot calls (getMe, setMyCommands, deleteWebhook, getUpdates as a real long poll,
-setWebhook, sendMessage, editMessageText, sendChatAction, answerCallbackQuery, getFile) and file downloads
-(``/file/bot<token>/<path>``). Every call is recorded in ``calls`` with its decoded parameters; anything else
-answers 404 and is recorded in ``unknown``. ``flood(method, retry_after)`` makes the next call of a method
-fail with 429 and ``retry_after``, like Telegram's flood control; ``fail(method, times, status)`` makes the
-next ``times`` calls fail with HTTP ``status`` (a proxy in between or Telegram itself having trouble).
+It implements the methods the bot calls (getMe, setMyCommands and deleteMyCommands with scopes and languages,
+deleteWebhook, getUpdates as a real long poll, setWebhook, sendMessage, editMessageText (the message keeps its
+id; ``shown`` is what a chat shows now), editMessageReplyMarkup, deleteMessage, sendMessageDraft (``drafts``),
+setMessageReaction, sendChatAction, answerCallbackQuery, getFile) and file downloads
+(``/file/bot<token>/<path>``). The test side sends messages, edited messages (``edit``) and callback queries
+(``callback``, from a user with a ``language_code`` when one is set in ``languages``). Every call is recorded in
+``calls`` with its decoded parameters; anything else answers 404 and is recorded in ``unknown``.
+``flood(method, retry_after)`` makes the next call of a method fail with 429 and ``retry_after``, like
+Telegram's flood control; ``fail(method, times, status)`` makes the next ``times`` calls fail with HTTP
+``status`` (a proxy in between or Telegram itself having trouble).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from urllib.parse import parse_qsl, unquote
 BOT_ID = 7000001
 BOT_USERNAME = "newsdesk_test_bot"
 TOKEN = "7000001:AAH-fake-Token_for-tests-0123456789"
-TRUE_METHODS = {"setMyCommands", "deleteWebhook", "setWebhook", "sendChatAction", "answerCallbackQuery"}
+TRUE_METHODS = {"setMyCommands", "deleteMyCommands", "deleteWebhook", "setWebhook", "sendChatAction",
+                "answerCallbackQuery", "sendMessageDraft", "setMessageReaction"}
 JSON_FIELDS = {"reply_markup", "reply_parameters", "link_preview_options", "commands", "allowed_updates",
                "entities", "scope"}
 
@@ -53,6 +58,8 @@ class FakeTelegram:
         self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, content)
         self._updates: list[dict] = []
         self._chats: dict[int, dict] = {}
+        self._shown: dict[tuple[int, int], dict] = {}  # (chat id, message id) -> the bot's message as shown now
+        self.languages: dict[int, str] = {}  # user id -> the language_code their client sends
         self._floods: dict[str, list[int]] = {}
         self._failures: dict[str, list[int]] = {}
         self._next_update = 1
@@ -110,9 +117,21 @@ class FakeTelegram:
             chat.setdefault("title", f"group {chat_id}")
         return chat
 
-    @staticmethod
-    def user(user_id: int) -> dict:
-        return {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}
+    def user(self, user_id: int) -> dict:
+        """A user; with the ``language_code`` set for them in ``languages`` (as a Telegram client sends it)."""
+        user = {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}
+        if user_id in self.languages:
+            user["language_code"] = self.languages[user_id]
+        return user
+
+    def edit(self, message: dict, text: str) -> dict:
+        """Queue an ``edited_message`` update: the user changed the text of ``message`` (same id)."""
+        edited = {**message, "text": text, "edit_date": int(time.time())}
+        edited.pop("entities", None)
+        if text.startswith("/"):
+            edited["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+        self._push("edited_message", edited)
+        return edited
 
     def message(self, chat_id: int, text: str | None = None, *, user_id: int | None = None,
                 chat_type: str | None = None, reply_to: dict | None = None, mention: bool = False,
@@ -173,6 +192,36 @@ class FakeTelegram:
         """The messages the bot sent (sendMessage parameters plus the ``message`` it got back)."""
         return [c.params for c in self.calls_of("sendMessage", chat_id)]
 
+    def edits(self, chat_id: int | None = None) -> list[dict]:
+        """The bot's edits of its messages (editMessageText parameters plus the ``message`` as edited)."""
+        return [c.params for c in self.calls_of("editMessageText", chat_id)]
+
+    def drafts(self, chat_id: int | None = None) -> list[dict]:
+        """The drafts the bot streamed (sendMessageDraft parameters)."""
+        return [c.params for c in self.calls_of("sendMessageDraft", chat_id)]
+
+    def shown(self, chat_id: int) -> list[dict]:
+        """The bot's messages in a chat as the user sees them now (edits applied), oldest first: each a Message
+        dict (``message_id``, ``text``, ``reply_markup``)."""
+        with self._cond:
+            return [m for (chat, _), m in sorted(self._shown.items()) if chat == chat_id]
+
+    def commands(self, scope_type: str = "default", chat_id: int | None = None, user_id: int | None = None,
+                 language_code: str = "") -> list[str] | None:
+        """The command names the last setMyCommands for this scope and language set (None: never set, or
+        deleted since)."""
+        found = None
+        for call in self.calls:
+            if call.method not in {"setMyCommands", "deleteMyCommands"}:
+                continue
+            scope = call.params.get("scope") or {"type": "default"}
+            if (scope.get("type") == scope_type and str(scope.get("chat_id")) == str(chat_id)
+                    and str(scope.get("user_id")) == str(user_id)
+                    and (call.params.get("language_code") or "") == language_code):
+                found = ([c["command"] for c in call.params.get("commands") or []]
+                         if call.method == "setMyCommands" else None)
+        return found
+
     def wait(self, predicate, timeout: float = 30.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -196,7 +245,29 @@ class FakeTelegram:
         if params.get("reply_markup"):
             msg["reply_markup"] = params["reply_markup"]
         params["message"] = msg
+        with self._cond:
+            self._shown[(chat_id, msg["message_id"])] = msg
         return msg
+
+    def _edited_message(self, params: dict, text: bool = True) -> tuple[int, dict]:
+        """editMessageText / editMessageReplyMarkup of one of the bot's messages: 400 for a message it never
+        sent or (like Telegram) an edit that changes nothing."""
+        key = (int(params.get("chat_id") or 0), int(params.get("message_id") or 0))
+        with self._cond:
+            old = self._shown.get(key)
+            if old is None:
+                return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message to edit not found"}
+            new = {**old, "edit_date": int(time.time())}
+            if text:
+                new["text"] = params.get("text", "")
+            new.pop("reply_markup", None)
+            if params.get("reply_markup"):
+                new["reply_markup"] = params["reply_markup"]
+            if all(new.get(k) == old.get(k) for k in ("text", "reply_markup")):
+                return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message is not modified"}
+            self._shown[key] = new
+        params["message"] = new
+        return 200, {"ok": True, "result": new}
 
     def _get_updates(self, params: dict) -> list[dict]:
         offset = int(params.get("offset") or 0)
@@ -226,8 +297,16 @@ class FakeTelegram:
                            "supports_inline_queries": False}
         elif method in TRUE_METHODS:
             result = True
-        elif method in {"sendMessage", "editMessageText"}:
+        elif method == "sendMessage":
             result = self._sent_message(params)
+        elif method in {"editMessageText", "editMessageReplyMarkup"}:
+            return self._edited_message(params, text=method == "editMessageText")
+        elif method == "deleteMessage":
+            with self._cond:
+                gone = self._shown.pop((int(params.get("chat_id") or 0), int(params.get("message_id") or 0)), None)
+            if gone is None:
+                return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message to delete not found"}
+            result = True
         elif method == "getFile":
             path, content = self.files[params["file_id"]]
             result = {"file_id": params["file_id"], "file_unique_id": "u" + params["file_id"],

@@ -17,9 +17,10 @@ from tests.fake_openai import Reply, Sleep
 
 SPOKESPERSON_Q = "Who is the spokesperson of the Armenian Ministry of Defense?"
 AIR_DEFENCE_Q = "How many anti-aircraft systems did the Azerbaijani army say it destroyed?"
-ANSWER_KEYS = {"question", "answer", "mode", "abstained", "sentences", "citations", "dropped", "notice"}
+ANSWER_KEYS = {"question", "answer", "mode", "abstained", "sentences", "citations", "dropped", "notice",
+               "retrieved"}
 CITATION_KEYS = {"n", "article_id", "title", "source", "published", "url", "quote", "start", "end",
-                 "verified", "repaired", "pieces"}
+                 "verified", "repaired", "pieces", "also"}
 TITLE = "يريفان تعلن استخدام أذربيجان لنظام قاذفات اللهب الثقيل في قره باغ"
 
 

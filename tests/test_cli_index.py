@@ -27,8 +27,9 @@ HIT_KEYS = {
     "text",
     "start",
     "end",
+    "also",
 }
-ROW_KEYS = {"id", "title", "source", "published", "url", "chunks"}
+ROW_KEYS = {"id", "title", "source", "published", "url", "lang", "chunks", "group"}
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +192,8 @@ def test_english_xquad_question_finds_its_arabic_paragraph(tmp_path):
 
 def test_stats(home):
     data = json.loads(ok("stats", "--json", home=home).stdout)
-    assert set(data) == {"articles", "chunks", "embedder", "store", "accurate"}
-    assert data["articles"] == 1 and data["chunks"] >= 5
+    assert set(data) == {"articles", "languages", "chunks", "embedder", "store", "accurate"}
+    assert data["articles"] == 1 and data["chunks"] >= 5 and data["languages"] == {"ar": 1}
     assert data["embedder"] == "use-m3"
     assert data["store"] == f"embedded chroma at {home}"
     assert set(data["accurate"]) == {"model", "passages", "pending"}
@@ -206,6 +207,7 @@ def test_stats(home):
         f"store: embedded chroma at {home}",
     ]
     assert text[4].startswith(f"accurate vectors: {data['chunks']} of {data['chunks']} passages (")
+    assert text[5] == "languages: ar 1"
 
 
 def test_stats_fast_index_has_pending_accurate_vectors(tmp_path):
@@ -229,7 +231,7 @@ def test_list(home):
     assert row["chunks"] == stats["chunks"]
     assert (
         ok("list", home=home).stdout.strip()
-        == f"{KARABAKH}  {TITLE} — سبوتنيك, 2020-09-28  ({row['chunks']} passages)"
+        == f"{KARABAKH}  {TITLE} — سبوتنيك, 2020-09-28, ar  ({row['chunks']} passages)"
     )
 
 

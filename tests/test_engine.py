@@ -137,11 +137,12 @@ async def test_answer_json_shape(home, fake):
     fake.script(Reply(good_reply(engine)))
     data = (await engine.ask(SPOKESPERSON_Q)).to_json()
     assert set(data) == {"question", "answer", "mode", "abstained", "sentences", "citations", "dropped",
-                         "notice"}
+                         "notice", "retrieved"}
+    assert data["retrieved"] == [h.chunk_id for h in engine.index.search(SPOKESPERSON_Q, engine.settings.top_k)]
     assert data["sentences"][0] == {
         "text": "The spokesperson of Armenia's defence ministry is Shushan Stepanyan.", "citations": [1]}
     assert set(data["citations"][0]) == {"n", "article_id", "title", "source", "published", "url", "quote",
-                                         "start", "end", "verified", "repaired", "pieces"}
+                                         "start", "end", "verified", "repaired", "pieces", "also"}
     assert data["citations"][0]["repaired"] is None and data["citations"][0]["pieces"] is None
     json.dumps(data, ensure_ascii=False)
 
@@ -385,9 +386,9 @@ async def test_llm_follow_up_is_rewritten_and_retrieval_uses_it(home, fake, monk
     searched: list[str] = []
     retrieve = engine.index.retrieve
 
-    def spy(query: str, k: int = 5):
+    def spy(query: str, k: int = 5, filters=None):
         searched.append(query)
-        return retrieve(query, k)
+        return retrieve(query, k, filters)
 
     reply = {"answerable": True, "sentences": [
         {"text": "She wrote it on her Facebook page.", "citations": [cite(engine, REWRITTEN_Q, Q_FACEBOOK)]}]}
@@ -417,7 +418,8 @@ async def test_llm_follow_up_when_the_rewrite_fails(home, fake, monkeypatch):
     engine = llm_engine(home, fake.base_url)
     searched: list[str] = []
     retrieve = engine.index.retrieve
-    monkeypatch.setattr(engine.index, "retrieve", lambda q, k=5: searched.append(q) or retrieve(q, k))
+    monkeypatch.setattr(engine.index, "retrieve",
+                        lambda q, k=5, filters=None: searched.append(q) or retrieve(q, k, filters))
     fake.script(Status(400), Reply({"answerable": False, "sentences": []}))
     answer = await engine.ask(FOLLOW_UP_Q, [Turn(SPOKESPERSON_Q, "Shushan Stepanyan [1].")])
     assert searched == [f"{SPOKESPERSON_Q} {FOLLOW_UP_Q}"]
@@ -500,7 +502,7 @@ def test_retrieve_carries_the_question_vectors_and_the_sentences(home, accurate)
     result = index.retrieve(SPOKESPERSON_Q, 5)
     assert [h.to_json() for h in result.hits] == [h.to_json() for h in index.search(SPOKESPERSON_Q, 5)]
     assert set(result.hits[0].to_json()) == {"rank", "score", "article_id", "title", "source", "published", "url",
-                                             "chunk_id", "text", "start", "end"}  # search --json unchanged
+                                             "chunk_id", "text", "start", "end", "also"}  # search --json's
     assert np.allclose(result.qvec, index.embedder.queries([SPOKESPERSON_Q])[0])
     assert (result.avec is not None) == (accurate == "e5")
     assert all(h.sentences == sentences(h.text) for h in result.hits)

@@ -74,3 +74,56 @@ def test_eval_needs_articles_or_the_index(tmp_path):
     proc = run_cli("eval", str(questions), home=tmp_path / "home")
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("newsdesk: error:") and "Traceback" not in proc.stderr
+
+
+# the mixed-language measure: each article in one language, named by mixed_assign.json; gold answers in it
+MIXED = {
+    "volcano": ARTICLES["volcano"],
+    "chess": "La finale d'échecs se termine par un match nul\n\nLa finale du championnat du monde d'échecs à "
+             "Madrid s'est terminée par un match nul après quatre-vingt-quatorze coups. La championne, Maria "
+             "Lopez, garde son titre pour deux ans de plus.\n",
+}
+MIXED_QUESTIONS = [
+    {"id": "m1", "article": "volcano", "question_en": "Which town was evacuated after the eruption?",
+     "answers_en": ["Grindavik"], "answers_fr": ["Grindavik"]},
+    {"id": "m2", "article": "chess", "question_en": "How many moves did the chess final last?",
+     "answers_en": ["ninety-four moves"], "answers_fr": ["quatre-vingt-quatorze coups"]},
+]
+
+
+def _write_mixed(tmp_path, folder: str, texts: dict[str, str]):
+    articles = tmp_path / folder
+    articles.mkdir()
+    for name, text in texts.items():
+        (articles / f"{name}.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "mixed_assign.json").write_text(json.dumps({"volcano": "en", "chess": "fr"}), encoding="utf-8")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("\n".join(json.dumps(q) for q in MIXED_QUESTIONS) + "\n", encoding="utf-8")
+    return articles, questions
+
+
+def test_eval_mixed_measure_per_language(tmp_path):
+    articles, questions = _write_mixed(tmp_path, "articles-mixed", MIXED)
+    proc = run_cli("eval", str(questions), "--articles", str(articles), "--fast", "--json", home=tmp_path / "home",
+                   check=True)
+    report = json.loads(proc.stdout)
+    # the map beside the folder names each article's language: the chess answer is read in French
+    assert report["hit@1"] == 1.0
+    assert {lang: (c["scored"], c["hit@1"]) for lang, c in report["languages"].items()} == {
+        "en": (1, 1.0), "fr": (1, 1.0)}
+    text = run_cli("eval", str(questions), "--articles", str(articles), "--fast", home=tmp_path / "home",
+                   check=True).stdout
+    assert "| fr | 1 | 1.000 | 1.000 | 1.000 |" in text and "| **all** | 2 | 1.000 |" in text
+
+
+def test_eval_map_beside_a_single_language_folder_is_not_used(tmp_path):
+    english = {"volcano": ARTICLES["volcano"], "chess": ARTICLES["chess"]}
+    articles, questions = _write_mixed(tmp_path, "articles-en", english)
+    report = json.loads(run_cli("eval", str(questions), "--articles", str(articles), "--fast", "--json",
+                                home=tmp_path / "home", check=True).stdout)
+    assert list(report["languages"]) == ["en"] and report["hit@1"] == 1.0  # scored in English, as indexed
+    # named explicitly, the map is used: the French answer is in no English article
+    report = json.loads(run_cli("eval", str(questions), "--articles", str(articles), "--fast", "--json",
+                                "--assign", str(tmp_path / "mixed_assign.json"), home=tmp_path / "home",
+                                check=True).stdout)
+    assert report["languages"]["fr"]["hit@1"] == 0.0

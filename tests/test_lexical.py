@@ -45,10 +45,10 @@ def test_update_reads_only_changed_articles_and_equals_a_fresh_build():
     assert first.updated(hashes, fetch) is not None and updated.updated(hashes, fetch) is None  # no change
 
 
-def test_top_keeps_to_the_question_script_and_n():
+def test_top_keeps_to_the_languages_asked_and_n():
     index = BM25().build(_docs(DOCS))
-    assert [c for c, _ in index.top("بيروت", 5, "ar")] == ["port#0"]
-    assert index.top("بيروت", 5, "latin") == []
+    assert [c for c, _ in index.top("بيروت", 5, languages={"ar"})] == ["port#0"]
+    assert index.top("بيروت", 5, languages={"en"}) == []
     assert len(index.top("the town volcano chess lava", 2)) == 2
 
 

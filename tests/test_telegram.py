@@ -117,12 +117,19 @@ def plain(text: str) -> str:
 
 
 def quotes(message: dict) -> list[str]:
-    found = re.findall(r"<blockquote expandable>(.*?)</blockquote>", message["text"], re.DOTALL)
+    """The quotes of an answer: an offline answer's paragraphs «quote» [n], a written answer's folded ones."""
+    text = message["text"]
+    found = re.findall(r"^«(.+?)»(?: \[\d+\])+$", text, re.MULTILINE)
+    found += re.findall(r"<blockquote expandable>\[\d+\] (.*?)</blockquote>", text, re.DOTALL)
     return [html.unescape(q) for q in found]
 
 
 def buttons(message: dict) -> list[str]:
     return [b["callback_data"] for row in message["reply_markup"]["inline_keyboard"] for b in row]
+
+
+def labels(message: dict) -> list[str]:
+    return [b["text"] for row in message["reply_markup"]["inline_keyboard"] for b in row]
 
 
 class TagChecker(HTMLParser):
@@ -163,11 +170,11 @@ def test_long_answer_is_split_between_blocks_with_balanced_tags():
     joined = plain("".join(messages))
     assert all(f"{s.text} [{s.citations[0]}]." in joined.replace("\n", " ") for s in sentences)
     for c in citations:  # each source entry whole in one message, except the over-long one
-        entry = f'[{c.n}] <a href="{html.escape(c.url)}">Title {c.n} &amp; more</a> — Outlet, 2020-09-28'
+        entry = f'[{c.n}] <a href="{html.escape(c.url)}">Title {c.n} &amp; more</a> — Outlet, 28 Sep 2020'
         holders = [m for m in messages if entry in m]
         assert len(holders) == 1
         if c.n != 7:
-            assert f"<blockquote expandable>{c.quote}</blockquote>" in holders[0]
+            assert f"<blockquote expandable>[{c.n}] {c.quote}</blockquote>" in holders[0]
     long_parts = [m for m in messages if "quote 7 " in m]
     assert len(long_parts) >= 2 and all(m.count("<blockquote expandable>") == m.count("</blockquote>")
                                         for m in long_parts)
@@ -210,32 +217,44 @@ async def test_question_answered_with_quotes_and_source_button(example_home, tg)
         assert reply["parse_mode"] == "HTML"
         assert reply["reply_parameters"]["message_id"] == question["message_id"]
         assert re.search(r"\[1\]", reply["text"]) and "<b>Sources</b>" in reply["text"]
-        assert "سبوتنيك, 2020-09-28" in reply["text"]
         found = quotes(reply)
         assert found and all(q in ARTICLE for q in found)
+        # one header for the one article, each quote once (no blockquote repeating it under Sources)
+        header = re.findall(r"^(?:\[\d+\] )+.*— سبوتنيك, 28 Sep 2020$", reply["text"], re.MULTILINE)
+        assert len(header) == 1 and "blockquote" not in reply["text"]
+        assert all(plain(reply["text"]).count(q) == 1 for q in found)
         data = buttons(reply)
         assert data[0].startswith("src:") and data[0].endswith(":1")
+        assert data[-2:] == [data[0].replace("src:", "v:").rsplit(":", 1)[0] + s for s in (":+", ":-")]
+        assert labels(reply)[0] == "[1] سبوتنيك · 28 Sep" and labels(reply)[-2:] == ["👍", "👎"]
         assert all(len(d.encode()) <= 64 for d in data)
+        # an English reader of Arabic quotes is told how to get a written answer in English
+        assert "OPENAI_API_KEY" in reply["text"]
 
         tg.callback(1, data[0], reply["message"])
         passage = (await replies(tg, 1, 2))[1]
         text = plain(passage["text"])
         assert found[0] in text and len(text) > len(found[0])
+        assert passage["reply_parameters"]["message_id"] == reply["message"]["message_id"]
         body = text.split("\n", 1)[1]
         assert body in ARTICLE
         await until(lambda: tg.calls_of("answerCallbackQuery"))
+        tg.callback(1, data[0], reply["message"])  # tapped again: not sent twice
+        again = await until(lambda: [c for c in tg.calls_of("answerCallbackQuery") if c.params.get("text")])
+        assert "shown above" in again[0].params["text"] and len(tg.messages(1)) == 2
 
         tg.callback(1, "src:stale123:1", reply["message"])
-        expired = await until(lambda: [c for c in tg.calls_of("answerCallbackQuery") if c.params.get("text")])
-        assert "expired" in expired[0].params["text"]
+        expired = await until(lambda: [c for c in tg.calls_of("answerCallbackQuery")
+                                       if "expired" in c.params.get("text", "")])
+        assert expired[0].params["show_alert"] in (True, "true", "True")
         assert tg.calls_of("setMyCommands")[0].params["commands"][0]["command"] == "start"
 
 
 async def test_commands_and_odd_messages(example_home, tg):
     async with running(bot_settings(example_home, tg)) as app:
-        assert "What weapons did each side allege?" in (await ask(tg, 1, "/help"))["text"]
-        assert "/ask" in (await ask(tg, 1, "/start"))["text"]
-        assert "1 article indexed" in (await ask(tg, 1, "/sources"))["text"]
+        help_ = (await ask(tg, 1, "/help"))["text"]
+        assert "/ask" in help_ and "/reindex" not in help_  # not an admin
+        assert "Articles indexed: 1" in (await ask(tg, 1, "/sources"))["text"]
         stats = plain((await ask(tg, 1, "/stats"))["text"])
         passages = app.bot_data["newsdesk"].index.stats()["chunks"]
         assert "Articles: 1" in stats and f"Passages: {passages}" in stats and passages > 1
@@ -450,7 +469,7 @@ async def test_errors_get_a_fixed_apology(example_home, tg, caplog):
     engine.ask = broken
     async with running(settings, engine):
         oops = await ask(tg, 1, WEAPONS)
-        assert oops["text"] == telegram_render.APOLOGY and "secret" not in oops["text"]
+        assert oops["text"] == telegram_render.reply("tg.apology", "en") and "secret" not in oops["text"]
         store_down = (await ask(tg, 1, "is the store up?"))["text"]
         assert store_down == telegram_render.error_text(StoreError("")) and "cannot be reached" not in store_down
         engine.ask = Engine.ask.__get__(engine)
@@ -601,7 +620,7 @@ async def test_sources_and_stats_are_rate_limited_and_the_list_is_read_only_afte
     reads = count_calls(engine.index, "list_articles")
     async with running(settings, engine):
         first = await ask(tg, 1, "/sources")
-        assert "1 article indexed" in first["text"]
+        assert "Articles indexed: 1" in first["text"]
         assert (await ask(tg, 1, "/sources"))["text"] == first["text"]
         assert len(reads) == 1  # the second /sources did not read the registry again
         assert "Articles: 1" in plain((await ask(tg, 1, "/stats"))["text"])
@@ -614,7 +633,7 @@ async def test_sources_and_stats_are_rate_limited_and_the_list_is_read_only_afte
         new.write_text(NEW_ARTICLE, encoding="utf-8")
         await asyncio.to_thread(engine.index.index, [str(new)], accurate=False)
         after = await ask(tg, 2, "/sources")  # another user: their own budget
-        assert "2 articles indexed" in after["text"] and "Reykjavik opens a lunar greenhouse" in after["text"]
+        assert "Articles indexed: 2" in after["text"] and "Reykjavik opens a lunar greenhouse" in after["text"]
         assert len(reads) == 2  # the change was noticed (the store's generation token) and read once
 
 
@@ -650,3 +669,215 @@ def test_polling_retries_log_one_line_each_not_a_traceback(example_home, tg):
     assert len(failures) == 3, err[-3000:]
     assert all("WARNING" in line and "HTTP 502 from the proxy" in line for line in failures), failures
     assert "Traceback" not in err and "unexpected error" not in err, err[-3000:]
+
+
+# -- issue 17: replies that read well, in the user's language; /start; menus; edits; votes ------------------
+
+def _catalogue_files() -> dict[str, dict]:
+    import json
+
+    from newsdesk.bot.i18n import LOCALES
+
+    def no_duplicates(pairs):
+        keys = [k for k, _ in pairs]
+        assert len(keys) == len(set(keys)), f"a key given twice: {sorted(k for k in keys if keys.count(k) > 1)}"
+        return dict(pairs)
+
+    return {p.stem: json.loads(p.read_text(encoding="utf-8"), object_pairs_hook=no_duplicates)
+            for p in sorted(LOCALES.glob("*.json"))}
+
+
+def test_message_catalogues_are_complete_and_valid_telegram_html():
+    """Every language file: keys known to English, the same placeholders, valid Telegram HTML once filled; the
+    six interface languages have every key, the others at least the answer notices."""
+    from string import Formatter
+
+    from newsdesk.bot.i18n import ANSWER_KEYS
+
+    files = _catalogue_files()
+    english = files["en"]
+    assert {"en", "ar", "fr", "ru", "es", "de"} <= set(files)
+    assert {"el", "hi", "ro", "th", "tr", "vi", "zh"} <= set(files)
+    fields = {key: {f for _, f, _, _ in Formatter().parse(text) if f} for key, text in english.items()}
+    for lang, texts in files.items():
+        assert set(texts) <= set(english), (lang, set(texts) - set(english))
+        wanted = set(english) if lang in {"ar", "fr", "ru", "es", "de"} else set(ANSWER_KEYS)
+        assert wanted <= set(texts), (lang, sorted(wanted - set(texts)))
+        for key, text in texts.items():
+            assert {f for _, f, _, _ in Formatter().parse(text) if f} == fields[key], (lang, key)
+            filled = text.format(**{f: "x" for f in fields[key]})
+            assert balanced(filled) and not re.search(r"&(?!#?\w+;)|<(?!/?(b|i|code)>)", filled), (lang, key)
+    assert len(set(files["de"]["date.months"].split())) == 12 == len(files["zh"]["date.months"].split())
+
+
+def test_interface_and_answer_language():
+    from newsdesk.bot.i18n import answer_language, interface_language
+    from newsdesk.bot.engine import MESSAGES, language
+
+    assert interface_language("fr-FR") == "fr" and interface_language("de", "Who is it?") == "de"
+    assert interface_language(None, "Wer ist der Sprecher des Ministeriums?") == "de"
+    assert interface_language("pt-br", "¿Quién es el portavoz del ministerio?") == "es"  # no Portuguese file
+    assert interface_language("it", "hello") == "en" and interface_language(None, "") == "en"
+    assert interface_language("el", "Ποιος είναι ο εκπρόσωπος;") == "en"  # Greek: answer notices only
+    questions = {"ar": "من هو المتحدث باسم وزارة الدفاع؟", "de": "Wer ist der Sprecher des Verteidigungsministeriums?",
+                 "el": "Ποιος είναι ο εκπρόσωπος του υπουργείου;", "es": "¿Quién es el portavoz del ministerio?",
+                 "fr": "Qui est le porte-parole du ministère ?", "hi": "रक्षा मंत्रालय का प्रवक्ता कौन है?",
+                 "ro": "Cine este purtătorul de cuvânt al ministerului?", "ru": "Кто пресс-секретарь министерства?",
+                 "th": "ใครคือโฆษกของกระทรวงกลาโหม", "tr": "Bakanlığın sözcüsü kim?",
+                 "vi": "Ai là người phát ngôn của bộ quốc phòng?", "zh": "国防部发言人是谁？", "en": "Who is it?"}
+    for lang, question in questions.items():
+        assert answer_language(question) == language(question) == lang, (lang, question)
+        assert MESSAGES[lang]["abstain"] and (lang == "en" or MESSAGES[lang] != MESSAGES["en"])
+    assert language("hello") == "en"  # a short Latin text the detector misreads (as Breton) stays English
+
+
+def _offline_answer(n_sentences: int, n_articles: int) -> Answer:
+    sentence = "Armenia said <the> shelling & \"fighting\" went on through the night near the line of contact"
+    sentences = [Sentence(f"{sentence} {i}.", [i + 1]) for i in range(n_sentences)]
+    citations = [Citation(i + 1, f"art{i % n_articles}", f"Title {i % n_articles} <&>", "Sputnik",
+                          "2020-09-28", f"https://example.com/{i % n_articles}?a=1&b=2", s.text, 0, 10)
+                 for i, s in enumerate(sentences)]
+    intro = "Offline answer: quotes."
+    text = intro + "\n" + "\n".join(f"[{s.citations[0]}] «{s.text}»" for s in sentences)
+    return Answer("q", text, sentences, citations, "extractive", False)
+
+
+@pytest.mark.parametrize("lang", ["en", "ar", "ru"])
+def test_long_offline_answer_reads_well_and_stays_valid_html_after_every_split(lang):
+    answer = _offline_answer(80, 5)
+    messages = answer_messages(answer, lang)
+    assert len(messages) >= 2
+    assert all(units(m) <= LIMIT and balanced(m) for m in messages), [m[-200:] for m in messages if not balanced(m)]
+    joined = "\n".join(plain(m) for m in messages)
+    for s in answer.sentences:  # each quote once, as a plain paragraph (no blockquote for Translate to skip)
+        assert joined.count(s.text) == 1 and f"«{s.text}» [{s.citations[0]}]" in joined
+    assert "blockquote" not in "".join(messages)
+    heads = re.findall(r"^(?:\[\d+\] )+Title (\d) <&>", joined, re.MULTILINE)
+    assert sorted(heads) == ["0", "1", "2", "3", "4"]  # one header per article, not per citation
+    assert re.search(r"^\[1\] \[6\] \[11\] .*Title 0", joined, re.MULTILINE)
+    assert f"<b>{telegram_render.t('answer.sources', lang)}</b>" in "".join(messages)
+    assert telegram_render.source_label(answer.citations[0], lang) in {
+        "en": ["[1] Sputnik · 28 Sep"], "ar": ["[1] Sputnik · 28 سبتمبر"], "ru": ["[1] Sputnik · 28 сент."]}[lang]
+    # an over-long quote (longer than a message) is split with its tags balanced too
+    giant = Answer("q", "x\n[1] «" + "word & <b> " * 1200 + "»", [Sentence("word & <b> " * 1200, [1])],
+                   answer.citations[:1], "extractive", False)
+    parts = answer_messages(giant, lang)
+    assert len(parts) >= 3 and all(units(m) <= LIMIT and balanced(m) for m in parts)
+
+
+async def test_interface_follows_the_users_language(example_home, tg):
+    """A German client gets German texts (headers, dates, buttons, the hint); a user without a language_code
+    who asks in Russian gets Russian ones, and the engine's notice follows the question."""
+    from newsdesk.bot.engine import MESSAGES
+
+    tg.languages[5] = "de"
+    async with running(bot_settings(example_home, tg)):
+        start = await ask(tg, 5, "/start")
+        assert start["text"].startswith("Hallo, user5!")
+        examples = re.findall(r"^• <code>(.+)</code>$", start["text"], re.MULTILINE)
+        assert len(examples) == 3 and len(set(examples)) == 3
+        assert any(e.startswith("Was berichtet „") for e in examples)
+        assert any("سبوتنيك" in html.unescape(e) and "28. Sep. 2020" in e for e in examples)
+        reply = await ask(tg, 5, WEAPONS)
+        assert "<b>Quellen</b>" in reply["text"] and "— سبوتنيك, 28. Sep. 2020" in reply["text"]
+        assert labels(reply)[0] == "[1] سبوتنيك · 28. Sep." and "ausformulierte Antwort" in reply["text"]
+        assert plain(reply["text"]).startswith(MESSAGES["en"]["extractive"])  # the question is English
+        assert "Befehle" in (await ask(tg, 5, "/help"))["text"]
+        assert "Neues Gespräch" in (await ask(tg, 5, "/new"))["text"]
+
+        russian = await ask(tg, 6, "Какое оружие, по словам сторон, применялось в Карабахе?")
+        assert plain(russian["text"]).startswith(MESSAGES["ru"]["extractive"])
+        assert "<b>Источники</b>" in russian["text"] and labels(russian)[0] == "[1] سبوتنيك · 28 сент."
+        assert "OPENAI_API_KEY" in russian["text"] and "на вашем языке" in russian["text"]
+
+
+async def test_command_menus_are_scoped_to_admins_and_translated(example_home, tg):
+    settings = bot_settings(example_home, tg, telegram_admin_ids=frozenset({ADMIN}))
+    async with running(settings):
+        users = ["start", "help", "ask", "new", "sources", "stats"]
+        assert tg.commands("default")[:6] == users and "reindex" not in tg.commands("default")
+        assert tg.commands("default", language_code="fr")[:6] == users
+        admin = tg.commands("chat", chat_id=ADMIN)
+        assert admin[:6] == users and {"add", "reindex"} <= set(admin)
+        assert tg.commands("chat", chat_id=ADMIN, language_code="ru") == admin
+        french = [c for c in tg.calls_of("setMyCommands") if c.params.get("language_code") == "fr"
+                  and "scope" in c.params and c.params["scope"]["type"] == "default"][-1]
+        assert french.params["commands"][3]["description"] == "commencer une nouvelle conversation"
+
+        assert tg.commands("chat_member", chat_id=-100, user_id=ADMIN) is None
+        await ask(tg, -100, WEAPONS, user_id=7, mention=True)  # a user in a group: nothing changes
+        assert tg.commands("chat_member", chat_id=-100, user_id=7) is None
+        await ask(tg, -100, WEAPONS, user_id=ADMIN, mention=True)  # an admin there: the group shows them theirs
+        assert {"add", "reindex"} <= set(await until(lambda: tg.commands("chat_member", chat_id=-100, user_id=ADMIN)))
+        assert "/reindex" in (await ask(tg, ADMIN, "/help"))["text"]
+
+
+async def test_edited_question_is_answered_again_in_place(example_home, tg):
+    settings = bot_settings(example_home, tg)
+    engine = Engine(settings)
+    asked = spy(engine)
+    async with running(settings, engine):
+        question = tg.message(1, WEAPONS)
+        first = (await replies(tg, 1, 1))[0]
+        tg.edit(question, SPOKESPERSON)
+        edit = (await until(lambda: tg.edits(1)))[0]
+        assert edit["message_id"] in (first["message"]["message_id"], str(first["message"]["message_id"]))
+        shown = tg.shown(1)
+        assert len(shown) == 1 and len(tg.messages(1)) == 1  # replaced, not a second reply
+        assert shown[0]["text"] != first["message"]["text"] and quotes({"text": shown[0]["text"]})
+        assert [q for q, _ in asked] == [WEAPONS, SPOKESPERSON]
+        new_buttons = [b["callback_data"] for row in shown[0]["reply_markup"]["inline_keyboard"] for b in row]
+        assert new_buttons[0] != buttons(first)[0]
+        tg.callback(1, new_buttons[0], shown[0])  # the edited answer's buttons work
+        passage = (await replies(tg, 1, 2))[1]
+        assert quotes({"text": shown[0]["text"]})[0] in plain(passage["text"])
+
+        group_question = tg.message(-100, "just chatting", user_id=5)  # not meant for the bot, nor its edit
+        tg.edit(group_question, "still chatting")
+        tg.edit(question, "/help")  # an edited command is not run again
+        await asyncio.sleep(0.5)
+        assert tg.messages(-100) == [] and len(asked) == 2 and len(tg.messages(1)) == 2
+
+
+async def test_votes_are_recorded_with_the_answer(example_home, tg):
+    import json
+
+    tg.languages[3] = "es"
+    settings = bot_settings(example_home, tg)
+    async with running(settings):
+        reply = await ask(tg, 3, WEAPONS)
+        up, down = buttons(reply)[-2:]
+        tg.callback(3, down, reply["message"])
+        thanks = await until(lambda: [c for c in tg.calls_of("answerCallbackQuery") if c.params.get("text")])
+        assert thanks[0].params["text"] == telegram_render.t("tg.vote_down", "es")
+        tg.callback(3, "v:unknownkey:+", reply["message"])
+        expired = await until(lambda: [c for c in tg.calls_of("answerCallbackQuery")
+                                       if c.params.get("text") == telegram_render.t("tg.expired", "es")])
+        assert expired
+    lines = [json.loads(line) for line in settings.feedback_path.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 1
+    vote = lines[0]
+    assert vote["vote"] == "down" and vote["question"] == WEAPONS and vote["mode"] == "extractive"
+    assert vote["citations"] and all(c["quote"] in ARTICLE for c in vote["citations"]) and vote["retrieved"]
+    assert str(vote["chat"]) == "3" and vote["answer_key"] == down.split(":")[1]
+
+
+async def test_fake_bot_api_speaks_drafts_edits_reactions_and_scopes(tg):
+    """The fake's newer methods, through the real PTB client: what B2's streaming and the bot rely on."""
+    from telegram import Bot, BotCommand, BotCommandScopeChat, ReactionTypeEmoji
+    from telegram.error import BadRequest
+
+    async with Bot(tg.token, base_url=tg.base_url) as bot:
+        sent = await bot.send_message(1, "first")
+        assert await bot.send_message_draft(1, 77, "writing…")
+        assert tg.drafts(1)[0]["text"] == "writing…" and str(tg.drafts(1)[0]["draft_id"]) == "77"
+        edited = await bot.edit_message_text("second", 1, sent.message_id)
+        assert edited.message_id == sent.message_id and [m["text"] for m in tg.shown(1)] == ["second"]
+        with pytest.raises(BadRequest, match="not modified"):
+            await bot.edit_message_text("second", 1, sent.message_id)
+        assert await bot.set_message_reaction(1, sent.message_id, [ReactionTypeEmoji("👍")])
+        assert await bot.set_my_commands([BotCommand("a", "b")], scope=BotCommandScopeChat(5), language_code="fr")
+        assert tg.commands("chat", chat_id=5, language_code="fr") == ["a"] and tg.commands("default") is None
+        assert await bot.delete_message(1, sent.message_id) and tg.shown(1) == []
+        with pytest.raises(BadRequest):
+            await bot.edit_message_text("third", 1, sent.message_id)
