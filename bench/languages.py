@@ -1,7 +1,7 @@
 """Retrieval in every language: the twelve XQuAD languages one by one, mixed in one index, and English -> Arabic.
 
-    python -m bench.languages               # both stages (~25-40 min on an idle 2-core machine)
-    python -m bench.languages --fast        # stage 1 only (~4 min)
+    python -m bench.languages               # both stages (~35 min on a loaded 2-core machine)
+    python -m bench.languages --fast        # stage 1 only (~7 min)
     python -m bench.languages --langs vi,el --homes /tmp/lang-homes   # some languages; keep the homes
 
 What it measures (``newsdesk eval``'s hit@k: a top-k passage contains a gold answer, normalised), on

@@ -12,10 +12,10 @@ passages of its language (across languages it matched names and title words, and
 the question's language: English -> German hit@1 0.822 -> 0.869, XQuAD dev, both stages). USE speaks with its
 full weight only when the question and the passage are both in languages it was trained on
 (``language.USE_LANGUAGES``); otherwise e5 decides and USE only breaks ties (English -> Vietnamese 0.717 ->
-0.810, mixed-language index 0.725 -> 0.825 with both changes). Tried and not kept (``bench/languages.py``,
-docs/benchmarks/languages.md): standardising each ranker within each language's candidates (mixed 0.825 ->
-0.355: the best passage of every language looks equally good), removing each language's mean vector (0.781),
-and letting BM25 only reorder passages within the question's language (0.814).
+0.810, mixed-language index 0.726 -> 0.827 with both changes, ``python -m bench.languages``). Tried in an
+offline replay and not kept (docs/benchmarks/languages.md): standardising each ranker within each language's
+candidates (mixed 0.825 -> 0.355: the best passage of every language looks equally good), removing each
+language's mean vector (0.781), and letting BM25 only reorder passages within the question's language (0.814).
 
 ``retrieve`` returns what the search computed along with the hits (a ``SearchResult``): the question's vectors,
 each returned passage's sentence spans, and the re-rank's sentence vectors; the offline answer uses them
@@ -57,8 +57,8 @@ RERANK = 3  # without stage-2 vectors, the top passages are re-scored by their b
 SENTENCE_WEIGHT = 0.15
 WEIGHTS = {"dense": 0.3, "accurate": 0.7, "lexical": 0.5}
 # USE's weight when the question or the passage is in a language it was not trained on (el, hi, ro, vi, …):
-# its cosines there are close to noise and hurt e5's ranking (mixed index hit@1 0.789 -> 0.825); a tie-breaker
-# only, and alone (stage 1) its weight does not change the order
+# its cosines there are close to noise and hurt e5's ranking (mixed index hit@1 0.789 -> 0.825, offline
+# replay); a tie-breaker only, and alone (stage 1) its weight does not change the order
 UNTRAINED_DENSE_WEIGHT = 0.05
 _WORKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="newsdesk-search")
 
