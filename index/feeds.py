@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import dedup, indexer, loaders
+from . import indexer, loaders
 from .errors import ConfigError, FetchError, InputError, NewsdeskError
 from .fetch import fetch_url, strip_userinfo
 from .language import UNDETERMINED, detect
@@ -252,18 +252,15 @@ def write_loaded(store: Store, embedder: Embedder, loaded: LoadResult, *, remove
     report = IndexReport()
     store.recover()
     store.check_embedder(embedder.name, None)
-    report.failed.extend(loaded.failed)
-    registry = store.articles()
-    todo = indexer.plan(indexer.claim(loaded.articles, registry, report), registry, report)
-    # near-duplicate groups, as ``indexer._index_into`` keeps them (``index.dedup``)
-    records, fields, grouped = dedup.plan(registry, [p.article for p in todo if p.chunks])
-    indexer.write_stage1(store, embedder, todo, report, batch=batch, show_progress=show_progress, fields=fields)
-    removed = [article_id for article_id in dict.fromkeys(remove) if article_id in registry]
-    for article_id in removed:
-        store.remove_article(article_id)
-        records.pop(article_id, None)
-    report.removed = len(removed)
-    dedup.regroup(store, records, None if removed else grouped, force=bool(removed))
+
+    def remove_listed(registry: dict[str, dict]) -> list[str]:
+        removed = [article_id for article_id in dict.fromkeys(remove) if article_id in registry]
+        for article_id in removed:
+            store.remove_article(article_id)
+        return removed
+
+    indexer.write_loaded(store, embedder, loaded, report, batch=batch, show_progress=show_progress,
+                         remove=remove_listed)
     report.seconds = time.monotonic() - started
     return report
 

@@ -12,7 +12,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -262,17 +262,25 @@ def _index_into(settings: Settings, store: Store, embedder: Embedder, sources: S
     # checked again when the first article is written)
     store.check_embedder(embedder.name, None)
     loaded = loaders.load_sources(sources, settings)
+    write_loaded(store, embedder, loaded, report, batch=settings.embed_batch, show_progress=show_progress,
+                 remove=(lambda registry: prune(store, registry, loaded)) if prune_missing else None)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def write_loaded(store: Store, embedder: Embedder, loaded: LoadResult, report: IndexReport, *, batch: int,
+                 show_progress: bool | None = None,
+                 remove: Callable[[dict[str, dict]], list[str]] | None = None) -> None:
+    """Write what was loaded: conflicts refused, unchanged articles skipped by their content hash, the rest cut,
+    embedded and written (stage 1); then ``remove(registry)`` removes articles and returns their ids; the
+    near-duplicate groups (``index.dedup``) are kept up to date with all of it. The caller holds the writer
+    lock; ``newsdesk index`` and the feed poller both write this way."""
     report.failed.extend(loaded.failed)
     registry = store.articles()
     todo = plan(claim(loaded.articles, registry, report), registry, report)
-    # near-duplicate groups (``index.dedup``): computed with what is about to be written, kept in the registry
+    # near-duplicate groups: computed with what is about to be written, kept in the registry
     records, fields, grouped = dedup.plan(registry, [p.article for p in todo if p.chunks])
-    write_stage1(store, embedder, todo, report, batch=settings.embed_batch, show_progress=show_progress,
-                 fields=fields)
-    removed: list[str] = []
-    if prune_missing:
-        removed = prune(store, registry, loaded)
-        report.removed = len(removed)
+    write_stage1(store, embedder, todo, report, batch=batch, show_progress=show_progress, fields=fields)
+    removed = remove(registry) if remove is not None else []
+    report.removed += len(removed)
     dedup.regroup(store, records, grouped, removed)  # the groups of what was removed are formed again
-    report.seconds = time.monotonic() - started
-    return report
