@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -100,11 +101,16 @@ UNTRAINED = [("What was the black death originally blamed on?", "thiên đàng")
 
 @pytest.fixture(scope="module")
 def xquad_mixed_home(tmp_path_factory):
-    root = tmp_path_factory.mktemp("xquad-mixed")
+    return _indexed(tmp_path_factory, "xquad-mixed", "articles-mixed", ARTICLES)
+
+
+def _indexed(tmp_path_factory, label: str, folder: str, names) -> Path:
+    """A home with the XQuAD articles ``names`` of ``MULTI/folder`` indexed (both stages)."""
+    root = tmp_path_factory.mktemp(label)
     articles = root / "articles"
     articles.mkdir()
-    for name in ARTICLES:
-        shutil.copy(MULTI / "articles-mixed" / f"{name}.txt", articles / f"{name}.txt")
+    for name in names:
+        shutil.copy(MULTI / folder / f"{name}.txt", articles / f"{name}.txt")
     home = root / "home"
     run_cli("index", str(articles), home=home, check=True)
     return home
@@ -145,14 +151,7 @@ NUMBER_ARTICLES = ("xquad-32-jacksonville-florida", "xquad-16-amazon-rainforest"
 
 @pytest.fixture(scope="module")
 def greek_home(tmp_path_factory):
-    root = tmp_path_factory.mktemp("greek")
-    articles = root / "articles"
-    articles.mkdir()
-    for name in NUMBER_ARTICLES:
-        shutil.copy(MULTI / "articles-el" / f"{name}.txt", articles / f"{name}.txt")
-    home = root / "home"
-    run_cli("index", str(articles), home=home, check=True)
-    return home
+    return _indexed(tmp_path_factory, "greek", "articles-el", NUMBER_ARTICLES)
 
 
 @pytest.mark.slow
@@ -180,14 +179,7 @@ OTHER_LANGUAGE = [("Who was Count of Melfi", "Wilhelm Eisenarm"),
 
 @pytest.fixture(scope="module")
 def english_beside_others_home(tmp_path_factory):
-    root = tmp_path_factory.mktemp("english-beside-others")
-    articles = root / "articles"
-    articles.mkdir()
-    for name in SAME_LANGUAGE_ARTICLES:
-        shutil.copy(MULTI / "articles-mixed" / f"{name}.txt", articles / f"{name}.txt")
-    home = root / "home"
-    run_cli("index", str(articles), home=home, check=True)
-    return home
+    return _indexed(tmp_path_factory, "english-beside-others", "articles-mixed", SAME_LANGUAGE_ARTICLES)
 
 
 @pytest.mark.slow
