@@ -22,13 +22,13 @@ import pytest
 from newsdesk.bot import llm, telegram_bot
 from newsdesk.bot.engine import MESSAGES, Engine
 from newsdesk.bot.llm import complete_cited_answer, readable
-from newsdesk.bot.telegram_bot import build_application
 from newsdesk.index.errors import LLMResponseError, LLMUnavailableError
 from newsdesk.index.openai_client import make_async_client
 from tests.conftest import NEWSDESK, clean_env, copy_of_example, llm_settings, make_settings
 from tests.fake_openai import FakeOpenAI, Reply, Stream, rate_limited
 from tests.fake_telegram import FakeTelegram
 from tests.test_llm import GOOD, HITS, Q_TOS
+from tests.test_telegram import running as running_application
 
 SPOKESPERSON_Q = "Who is the spokesperson of the Armenian Ministry of Defense?"
 Q_SPOKESPERSON = "اعلنت المتحدث باسم وزارة الدفاع الارمينية، شوشان ستيبانيان"
@@ -223,18 +223,10 @@ def tg():
 async def running(engine: Engine, tg: FakeTelegram):
     """The bot (run_polling's steps, in the test's event loop) with ``engine``, against the fake Bot API."""
     settings = replace(engine.settings, telegram_bot_token=tg.token, telegram_api_base_url=tg.base_url)
-    app = build_application(settings, engine)
-    await app.initialize()
-    await app.post_init(app)
-    await app.updater.start_polling(poll_interval=0, timeout=5, allowed_updates=telegram_bot.ALLOWED_UPDATES)
-    await app.start()
     try:
-        yield app
+        async with running_application(settings, engine) as app:
+            yield app
     finally:
-        await app.updater.stop()
-        await app.stop()
-        await app.shutdown()
-        await app.post_shutdown(app)
         await engine.aclose()
 
 
