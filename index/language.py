@@ -89,8 +89,14 @@ def script(text: str) -> str:
 
 def detect(text: str, max_chars: int = 2000) -> str:
     """The language of ``text``: an ISO 639-1 code ("en", "ar", "zh", …), or "und" when it has no letters.
-    Only the first ``max_chars`` characters are read (enough for a passage)."""
-    sample = text[:max_chars]
+    Only the first ``max_chars`` characters are read (enough for a passage). A question is asked its language
+    by several parts of one answer (the answer's notices, its date phrases, the search, the bot's interface):
+    the last few texts' answers are kept, so it is classified once."""
+    return _detect_sample(text[:max_chars])
+
+
+@lru_cache(maxsize=256)
+def _detect_sample(sample: str) -> str:
     if not any(ch.isalpha() for ch in sample):
         return UNDETERMINED
     identifier = _identifier()
