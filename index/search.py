@@ -287,16 +287,16 @@ class Searcher:
 
         fused = []
         for cid in candidates:
+            plang = lexical.language(cid) if lexical is not None else None
             total = weight = 0.0
             for name, scores in rankers.items():
                 value = scores.get(cid)
                 if value is not None:
-                    w = _dense_weight(qlang, lexical.language(cid) if lexical is not None else None) \
-                        if name == "dense" else WEIGHTS[name]
+                    w = _dense_weight(qlang, plang) if name == "dense" else WEIGHTS[name]
                     total += w * value
                     weight += w
             if weight:
-                fused.append((total / weight - (offset if offset and lexical.language(cid) == qlang else 0.0), cid))
+                fused.append((total / weight - (offset if plang == qlang else 0.0), cid))
         fused.sort(key=lambda x: -x[0])
         if filters is not None and filters.latest:  # "latest": recent articles first among about as good ones
             meta = self.store.article_meta([split_passage_id(c)[0] for _, c in fused])
