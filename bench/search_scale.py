@@ -15,8 +15,9 @@ What it does:
    stage-2 vectors are the base paragraph's real vectors plus Gaussian noise of norm ``--noise`` (default 0.5,
    cosine ≈ 0.89 to the base vector), re-normalised. The same scheme at every size: up to 10k the texts are
    real paragraphs with (nearly) their real vectors; beyond, the store is filled with synthetic vectors near
-   the real ones. Every passage has a stage-2 vector, so the fused path (USE + e5 + BM25) is what is
-   measured (the sentence re-rank runs only without stage-2 vectors).
+   the real ones. Every passage has a stage-2 vector and latent terms (its base paragraph's real ones),
+   so the fused path (USE + e5 + BM25 + latent terms) is what is measured (the sentence re-rank runs only
+   without stage-2 vectors).
 3. Measures search in a FRESH process per run (as a bot or CLI opening an existing index): ``Index(settings)``
    then ``Index.search(q, 5)`` for ``--questions`` real English XQuAD questions (query embedding included),
    after one warm-up search (reported separately as "first search": it loads e5 and loads the saved lexical
@@ -86,7 +87,9 @@ STEPS = [  # (label, what it covers), in the order of the breakdown table
     ("query embedding (e5)", "stage-2 query vector"),
     ("Chroma: USE top-50", "HNSW query, ids and distances"),
     ("Chroma: e5 top-50", "HNSW query on the accurate collection, ids and distances"),
-    ("Chroma: fetch missing vectors", "stored vectors of candidates one ranker did not return"),
+    ("query latent terms (e5)", "the question's latent terms: a second e5 pass, beside the USE encoding"),
+    ("Chroma: fetch missing vectors", "stored vectors of candidates one ranker did not return (and every "
+     "candidate's latent terms, in the same read)"),
     ("Chroma: texts and titles", "texts of the passages returned, their articles' titles"),
     ("Chroma: checks", "the embedder check; every 2 s the generation token and whether stage 2 exists"),
     ("BM25 scoring", "in-memory lexical top-50 over the postings of the query terms"),
@@ -99,13 +102,14 @@ STEPS = [  # (label, what it covers), in the order of the breakdown table
 # -- step 1: base vectors ------------------------------------------------------------------------------------
 
 def base_vectors(n_base: int, cache_dir: Path) -> Path:
-    """The real USE and e5 passage vectors of the first ``n_base`` XQuAD paragraphs (title as context)."""
+    """The real USE and e5 passage vectors of the first ``n_base`` XQuAD paragraphs (title as context), and
+    the packed e5 latent terms of their texts (``index.terms``, as stage 2 stores them)."""
     from newsdesk.index.indexer import embed_text
 
     bases = base_paragraphs(n_base)
     texts = [embed_text(b.title, b.text) for b in bases]
     key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
-    path = cache_dir / f"base-vectors-{key}.npz"
+    path = cache_dir / f"base-vectors-terms-{key}.npz"
     if path.exists():
         return path
     import numpy as np
@@ -115,9 +119,14 @@ def base_vectors(n_base: int, cache_dir: Path) -> Path:
     log(f"encoding {len(texts)} base paragraphs with USE and e5 (once; cached in {path})")
     started = time.perf_counter()
     use = UseEmbedder().passages(texts)
-    e5 = np.vstack([E5Embedder().passages(texts[i:i + 16]) for i in range(0, len(texts), 16)])
+    e5_model = E5Embedder()
+    e5 = np.vstack([e5_model.passages(texts[i:i + 16]) for i in range(0, len(texts), 16)])
+    from newsdesk.index.terms import pack
+
+    terms = np.array([pack(t) for t in e5_model.terms([b.text for b in bases], bulk=True)] if e5_model.has_terms
+                     else [""] * len(bases))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(path, use=use, e5=e5)
+    np.savez(path, use=use, e5=e5, terms=terms)
     log(f"  done in {time.perf_counter() - started:.0f} s")
     return path
 
@@ -141,7 +150,7 @@ def build(home: Path, start: int, stop: int, vectors_file: Path, noise: float) -
     from newsdesk.index.types import Article, Chunk
 
     vecs = np.load(vectors_file)
-    use, e5 = vecs["use"], vecs["e5"]
+    use, e5, terms = vecs["use"], vecs["e5"], vecs["terms"]
     bases = base_paragraphs(len(use))
     if len(bases) % PER_ARTICLE:
         raise SystemExit(f"--base must be a multiple of {PER_ARTICLE}")
@@ -187,7 +196,8 @@ def build(home: Path, start: int, stop: int, vectors_file: Path, noise: float) -
         t = time.perf_counter()
         store.write_articles(items, "use-m3", use.shape[1])
         t2 = time.perf_counter()
-        store.add_accurate(passages, v2, "e5-small")
+        packed = [str(terms[n % len(bases)]) for n in ns]
+        store.add_accurate(passages, v2, "e5-small", terms=packed if all(packed) else None)
         stage2 += time.perf_counter() - t2
         stage1 += t2 - t
         rate = (batch_stop - start) / (time.perf_counter() - started)
@@ -253,13 +263,14 @@ def measure(home: Path, questions: list[str], warmup: str) -> dict:
     wrap(index.embedder, "queries", "query embedding (USE)")
     if index.accurate is not None:
         wrap(index.accurate, "queries", "query embedding (e5)")
+        wrap(index.accurate, "terms", "query latent terms (e5)")
     wrap(store, "query_passages", "Chroma: USE top-50")
     wrap(store, "query_accurate", "Chroma: e5 top-50")
-    for name in ("get_accurate_vectors", "get_passage_vectors"):
+    for name in ("get_accurate", "get_passage_vectors"):
         wrap(store, name, "Chroma: fetch missing vectors")
     for name in ("get_passages", "article_meta"):
         wrap(store, name, "Chroma: texts and titles")
-    for name in ("generation", "has_accurate", "check_embedder"):
+    for name in ("generation", "has_accurate", "stage2_state", "check_embedder"):
         wrap(store, name, "Chroma: checks")
     wrap(searcher, "_rerank_by_sentence", "sentence re-rank")
     wrap(lexical.BM25, "top", "BM25 scoring")
@@ -282,15 +293,16 @@ def measure(home: Path, questions: list[str], warmup: str) -> dict:
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_measure(home: Path, mode: str, n_questions: int) -> dict:
+def run_measure(home: Path, mode: str, n_questions: int, terms: bool = True) -> dict:
     args = module_cmd("bench.search_scale", "--measure", home, "--questions", n_questions)
     load = load_1min()
+    extra = {} if terms else {"NEWSDESK_LATENT_TERMS": "0"}
     if mode == "embedded":
-        out = run_json(args, clean_env(home))
+        out = run_json(args, clean_env(home, **extra))
     else:
         with ChromaServer(home / "chroma") as server:
             rss_idle = server.rss_mb()
-            out = run_json(args, clean_env(home, **server.env()))
+            out = run_json(args, clean_env(home, **server.env(), **extra))
             out["server_rss_idle_mb"] = rss_idle
             out["server_rss_end_mb"] = server.rss_mb()
     out["load_before"], out["load_after"] = load, load_1min()
@@ -466,9 +478,9 @@ sentence with the number *n*, five to an article, written through `Store.write_a
 `Store.add_accurate`. Stage-1 (USE, 512-d) and stage-2 (e5-small, 384-d) vectors are the base paragraph's real
 vectors (encoded once, title as context) plus Gaussian noise of norm {args.noise} (cosine ≈
 {1 / math.sqrt(1 + args.noise ** 2):.2f} to the base), re-normalised: real texts and near-real vectors up to
-10k, the same scheme (synthetic vectors near the real ones) beyond. Every passage has both vectors, so the
-full fused path is measured. Queries are real and embedded on every search; the embedders' caches are
-cleared before each.
+10k, the same scheme (synthetic vectors near the real ones) beyond. Every passage has both vectors and the
+base paragraph's real latent terms (stored with the stage-2 vector), so the full fused path is measured.
+Queries are real and embedded on every search; the embedders' caches are cleared before each.
 
 **Process.** Each run is a fresh process that opens the existing index (`Index(settings)`), does one warm-up
 search ("first search": loads e5 and the lexical index saved next to the store; the first run after the store
@@ -572,6 +584,8 @@ def main() -> int:
                         help="smoke test: 1 run, 10 questions, 10 base paragraphs, no waiting for a quiet "
                              "machine")
     parser.add_argument("--no-wait", action="store_true", help="don't wait for a quiet machine")
+    parser.add_argument("--no-terms", action="store_true",
+                        help="search without the latent terms (NEWSDESK_LATENT_TERMS=0): one e5 pass per question")
     parser.add_argument("--reuse", action="store_true",
                         help="with --scratch: keep the store found there and fill it on from its size (e.g. "
                              "after a 1M fill was stopped)")
@@ -620,7 +634,7 @@ def main() -> int:
             runs: dict[str, list[dict]] = {m: [] for m in modes}
             for n in range(args.runs if size <= 10_000 else args.large_runs):
                 for mode in modes:  # alternate: a busy spell on the machine hits both modes
-                    r = run_measure(home, mode, args.questions)
+                    r = run_measure(home, mode, args.questions, terms=not args.no_terms)
                     runs[mode].append(r)
                     log(f"  {size:,} {mode} run {n + 1}: p50 {percentile(r['latencies_ms'], 50):.1f} ms, "
                         f"p95 {percentile(r['latencies_ms'], 95):.1f} ms, "

@@ -2,7 +2,9 @@
 
 Stage 1 (what makes an article searchable): passages with the fast embedder's vectors (the searcher's lexical
 index follows the store by itself: see ``index.search``). Stage 2: accurate vectors for every passage that
-lacks one; resumable, since "pending" is simply "has no accurate vector yet".
+lacks one, and the stage-2 model's latent terms beside it (``index.terms``) when the model gives them;
+resumable, since "pending" is simply "has no accurate vector yet" (or none with terms: an index written before
+latent terms gets them in its next stage 2).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .progress import Progress
 from .errors import StoreError
 from .settings import Settings
 from .store import Store, chunker_version, record_format, FORMAT as STORE_FORMAT
+from .terms import pack as pack_terms
 from .types import Article, Chunk, Failure, IndexReport, LoadResult
 
 log = logging.getLogger(__name__)
@@ -209,7 +212,8 @@ def fill_accurate(store: Store, embedder: Embedder, batch: int = 16, show_progre
                   limit: int | None = None, should_stop=None) -> int:
     """Stage 2: give every pending passage an accurate vector. Safe to interrupt: each batch is written as
     soon as it is encoded. Returns how many passages were done."""
-    pending = store.pending_accurate()
+    with_terms = embedder.has_terms
+    pending = store.pending_accurate(terms=with_terms)
     titles = {aid: meta.get("title") for aid, meta in store.articles().items()} if pending else {}
     if limit is not None:
         pending = pending[:limit]
@@ -223,7 +227,10 @@ def fill_accurate(store: Store, embedder: Embedder, batch: int = 16, show_progre
             if passages:
                 vectors = embedder.passages([embed_text(titles.get(p.article_id), p.text) for p in passages],
                                             bulk=True)
-                store.add_accurate(passages, vectors, embedder.name)
+                # latent terms of the passage's own text (no title: an article's passages would share its terms)
+                packed = [pack_terms(t) for t in embedder.terms([p.text for p in passages], bulk=True)] \
+                    if with_terms else None
+                store.add_accurate(passages, vectors, embedder.name, terms=packed)
             done += len(passages)
             bar.advance(len(pending[i:i + batch]))
     finally:

@@ -1,9 +1,10 @@
 """Search: fuse the evidence each passage has, score-normalised.
 
 Rankers: the stage-1 vectors (USE), the stage-2 accurate vectors (e5) where a passage has them, and BM25
-for the passages in the question's language. Each ranker's scores are standardised against its own top-N
-list (z-scores: cross-lingual cosines are low and shift from query to query, so no absolute threshold is
-used anywhere), and a passage's score is the weighted mean over the rankers that have evidence for it.
+for the passages in the question's language (and, within an article, the latent terms: below). Each ranker's
+scores are standardised against its own top-N list (z-scores: cross-lingual cosines are low and shift from
+query to query, so no absolute threshold is used anywhere), and a passage's score is the weighted mean over
+the rankers that have evidence for it.
 Without stage-2 vectors the top few are then re-scored by their best single sentence.
 
 Language: the question's is detected once per search (``language.detect``, ~0.5 ms), each passage's is the one
@@ -27,13 +28,22 @@ penalty per passage (its mean cosine to other articles' passages: 0.72-0.81), ar
 passage helped by its article's best: no change, 62 of the 106 misses are another paragraph of the right
 article) and English-looking names as cross-language evidence (0.80).
 
+With stage-2 vectors, the stage-2 model's latent terms (``index.terms``: sparse features of e5's token
+embeddings, aligned across languages) choose between the paragraphs of an article: within each article the
+candidates' fused scores are handed out again in the order the terms adjust them to, so they never lift one
+article over another (as a ranker of their own they chose articles by topic words). English -> Greek 0.812 ->
+0.851, -> Thai 0.848 -> 0.856, mixed-language index 0.838 -> 0.864 (offline replay; ``bench.languages`` for
+the measured figures). The question's terms are a second e5 pass, run on another core beside the USE encoding.
+And beside stage-2 vectors USE weighs as much as e5 for Chinese passages, where it ranks as well as e5.
+
 ``retrieve`` returns what the search computed along with the hits (a ``SearchResult``): the question's vectors,
 each returned passage's sentence spans, and the re-rank's sentence vectors; the offline answer uses them
 instead of splitting and encoding again. ``search`` returns the hits alone.
 
-Cost per search at 100k passages (``bench/search_scale.py``): the e5 question encoding (~26 ms) dominates;
-the two HNSW queries return ids and distances only, stored vectors are read only for candidates a ranker
-missed, and texts only for the passages returned.
+Cost per search at 100k passages (``bench/search_scale.py``): the two e5 passes over the question (its vector
+and its latent terms, ~26 ms each, in parallel) dominate; the two HNSW queries return ids and distances only,
+stored vectors are read only for candidates a ranker missed (in the same read as the candidates' latent
+terms), and texts only for the passages returned.
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dedup
+from . import dedup, terms as latent_terms
 from .chunking import sentences as sentence_spans
 from .dates import Filters, prefer_recent
 from .embedding import Embedder
@@ -66,7 +76,13 @@ POOL = 20  # each ranker's best, fused
 CHECK_SECONDS = 2.0  # how often a search asks the store whether another process changed the articles
 RERANK = 3  # without stage-2 vectors, the top passages are re-scored by their best sentence (3 or 5: same hit@1)
 SENTENCE_WEIGHT = 0.15
-WEIGHTS = {"dense": 0.3, "accurate": 0.7, "lexical": 0.5, "numbers": 0.1}
+WEIGHTS = {"dense": 0.3, "accurate": 0.7, "lexical": 0.5, "numbers": 0.1, "terms": 0.3}
+# "terms": the stage-2 model's latent terms (``index.terms``), scored for the candidates only and standardised
+# over them: cross-language evidence at the word level. It only chooses between an article's paragraphs
+# (``_reorder_within_articles``): mixed-language index hit@1 0.838 -> 0.864, en->el 0.812 -> 0.851, en->th
+# 0.848 -> 0.856, en->vi 0.815 -> 0.835 (offline replay). As a ranker of its own it bought a little more (0.871;
+# relative to its article's mean: 0.873) but chose articles by topic words: the seed question "What weapons did
+# each side allege?" over the example article and three XQuAD articles landed on the French and Indian War
 # "numbers": BM25 over the question's numbers (1565, 2004) in every language: digits are written alike in every
 # script, the one lexical evidence that crosses languages without tilting them (en->el 0.806 -> 0.812, en->de
 # 0.869 -> 0.876, xquad-dev en->ar 0.856 -> 0.861, stage 1 en->vi 0.271 -> 0.325; offline replay)
@@ -77,6 +93,11 @@ SAMPLE_MIN = 5  # fewer passages in the question's language (or in the others) i
 # its cosines there are close to noise and hurt e5's ranking (mixed index hit@1 0.789 -> 0.825, offline
 # replay); a tie-breaker only, and alone (stage 1) its weight does not change the order
 UNTRAINED_DENSE_WEIGHT = 0.05
+# Passage languages where USE alone ranks as well as e5 alone (English questions over the XQuAD dev articles,
+# hit@1: zh 0.770 vs 0.761; everywhere else e5 is ahead by 0.02-0.07: ar 0.750 vs 0.819, ru 0.789 vs 0.851):
+# there USE weighs as much as e5 (mixed-language index, Chinese articles 0.66 -> 0.76 with the latent terms;
+# en->zh 0.840 -> 0.845; giving USE more weight everywhere instead lost vi and ru in the mixed index)
+DENSE_AS_ACCURATE = frozenset({"zh"})
 _WORKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="newsdesk-search")
 
 
@@ -99,11 +120,33 @@ def _release_free_memory() -> None:
         pass  # not glibc
 
 
-def _dense_weight(qlang: str, plang: str | None) -> float:
+def _dense_weight(qlang: str, plang: str | None, beside_accurate: bool = True) -> float:
     """The stage-1 (USE) ranker's weight for a question in ``qlang`` and a passage in ``plang`` (None or "und":
-    not known): its full weight unless either is in a language USE was not trained on."""
+    not known): its full weight unless either is in a language USE was not trained on; beside stage-2
+    evidence, as much as e5's for a passage in a language where USE ranks as well as e5 (``DENSE_AS_ACCURATE``)."""
     known = (lang for lang in (qlang, plang) if lang and lang != UNDETERMINED)
-    return WEIGHTS["dense"] if all(use_trained(lang) for lang in known) else UNTRAINED_DENSE_WEIGHT
+    if not all(use_trained(lang) for lang in known):
+        return UNTRAINED_DENSE_WEIGHT
+    return WEIGHTS["accurate"] if beside_accurate and plang in DENSE_AS_ACCURATE else WEIGHTS["dense"]
+
+
+def _reorder_within_articles(fused: list[tuple[float, str]], evidence: dict[str, float], weight: float
+                             ) -> list[tuple[float, str]]:
+    """Within each article, its passages' fused scores handed out again in the order ``weight`` times
+    ``evidence`` (z-scores; 0 where missing) adjusts them to: the evidence chooses between an article's
+    paragraphs and never lifts or lowers the article, whose best score stays what the other rankers gave it."""
+    by_article: dict[str, list[tuple[float, str]]] = {}
+    for score, cid in fused:
+        by_article.setdefault(split_passage_id(cid)[0], []).append((score, cid))
+    out: list[tuple[float, str]] = []
+    for members in by_article.values():
+        if len(members) < 2:
+            out.extend(members)
+            continue
+        slots = sorted((score for score, _ in members), reverse=True)
+        order = sorted(members, key=lambda m: -(m[0] + weight * evidence.get(m[1], 0.0)))
+        out.extend((slot, cid) for slot, (_, cid) in zip(slots, order))
+    return out
 
 
 def _standardise(scores: dict[str, float], reference: Sequence[float]) -> dict[str, float]:
@@ -131,11 +174,13 @@ class Searcher:
     """
 
     def __init__(self, store: Store, embedder: Embedder, accurate: Embedder | None,
-                 lexical_dir: Path | None = None) -> None:
+                 lexical_dir: Path | None = None, latent_terms: bool = True) -> None:
         self.store, self.embedder, self.accurate = store, embedder, accurate
+        self.latent_terms = latent_terms and accurate is not None and accurate.has_terms
         self.lexical_dir = lexical_dir
         self._lexical: BM25 | None = None
         self._has_accurate = False
+        self._has_terms = False
         self._checked_at = -float("inf")
         self._update_lock = threading.Lock()
         self._updater: threading.Thread | None = None
@@ -165,7 +210,7 @@ class Searcher:
                 if updated is not None:
                     _release_free_memory()
             self._lexical = current
-            self._has_accurate = self.store.has_accurate()
+            self._has_accurate, self._has_terms = self.store.stage2_state()
             self._checked_at = time.monotonic()
 
     def lexical_file(self, generation: str) -> Path | None:
@@ -202,7 +247,7 @@ class Searcher:
         if now - self._checked_at < CHECK_SECONDS and not reopened:
             return
         self._checked_at = now
-        self._has_accurate = self.store.has_accurate()
+        self._has_accurate, self._has_terms = self.store.stage2_state()
         if self.store.generation() != self._lexical.tag and not (self._updater and self._updater.is_alive()):
             self._updater = threading.Thread(target=self._background_sync, name="lexical-update", daemon=True)
             self._updater.start()
@@ -246,6 +291,8 @@ class Searcher:
         where = filters.where() if filters is not None else None  # in each store query, never after it
         # the stage-2 ranker (the slowest step: encoding the question with e5) runs on another core meanwhile
         accurate = _WORKERS.submit(self._accurate_top, query, n, where) if self._has_accurate else None
+        # the question's latent terms (a second e5 pass, as long as the first) on the other core beside USE
+        qterms = _WORKERS.submit(self.accurate.terms, [query]) if self._has_terms and self.latent_terms else None
         try:
             qvec = self.embedder.queries([query])[0]
             dense = dict(self.store.query_passages(qvec, n, where))
@@ -259,6 +306,7 @@ class Searcher:
             num = dict(lexical.top(numbers, n, articles=allowed)) if numbers and lexical is not None else {}
         finally:
             avec, acc_raw = accurate.result() if accurate is not None else (None, {})
+            query_terms = qterms.result()[0] if qterms is not None else None
         if not dense:
             return [], qvec, avec
         dense_ref = list(dense.values())
@@ -272,14 +320,23 @@ class Searcher:
             vecs = self.store.get_passage_vectors(missing)
             rankers["dense"].update(_standardise({c: float(v @ qvec) for c, v in vecs.items()}, dense_ref))
             candidates = [c for c in candidates if c in rankers["dense"]]  # (gone if deleted meanwhile)
+        terms_of: dict[str, latent_terms.Terms] = {}
         if avec is not None and acc_ref:
-            missing = [c for c in candidates if c not in acc_raw]
-            acc_raw.update({c: float(v @ avec) for c, v in self.store.get_accurate_vectors(missing).items()})
+            # the vectors the e5 top-50 did not return, and the latent terms of every candidate: one read
+            want = candidates if query_terms is not None else [c for c in candidates if c not in acc_raw]
+            stored = self.store.get_accurate(want, terms=query_terms is not None)
+            acc_raw.update({c: float(v @ avec) for c, (v, _) in stored.items() if c not in acc_raw})
             rankers["accurate"] = _standardise(acc_raw, acc_ref)  # no vector yet: no evidence of this kind
+            terms_of = {c: t for c, (_, t) in stored.items() if t is not None}
         if lex and lexical is not None:
             lex_scores = _standardise(dict(lex), [s for _, s in lex])
             floor = min(lex_scores.values())
             rankers["lexical"] = {c: lex_scores.get(c, floor) for c in candidates if lexical.language(c) == qlang}
+        terms_z: dict[str, float] = {}
+        if query_terms is not None and len(terms_of) >= 2:  # the candidates that have terms stored
+            have = [c for c in candidates if c in terms_of]
+            values = latent_terms.scores(query_terms, [terms_of[c] for c in have])
+            terms_z = _standardise(dict(zip(have, values)), values)
         if num:  # every candidate has this evidence (0: none of the numbers), standardised over the candidates
             values = [num.get(c, 0.0) for c in candidates]
             rankers["numbers"] = _standardise(dict(zip(candidates, values)), values)
@@ -292,11 +349,13 @@ class Searcher:
             for name, scores in rankers.items():
                 value = scores.get(cid)
                 if value is not None:
-                    w = _dense_weight(qlang, plang) if name == "dense" else WEIGHTS[name]
+                    w = _dense_weight(qlang, plang, "accurate" in rankers) if name == "dense" else WEIGHTS[name]
                     total += w * value
                     weight += w
             if weight:
                 fused.append((total / weight - (offset if plang == qlang else 0.0), cid))
+        if terms_z:
+            fused = _reorder_within_articles(fused, terms_z, WEIGHTS["terms"])
         fused.sort(key=lambda x: -x[0])
         if filters is not None and filters.latest:  # "latest": recent articles first among about as good ones
             meta = self.store.article_meta([split_passage_id(c)[0] for _, c in fused])

@@ -44,7 +44,8 @@ class Index:
     @property
     def searcher(self) -> Searcher:
         if self._searcher is None:
-            self._searcher = Searcher(self.store, self.embedder, self.accurate, self.settings.lexical_dir)
+            self._searcher = Searcher(self.store, self.embedder, self.accurate, self.settings.lexical_dir,
+                                      latent_terms=self.settings.latent_terms)
         return self._searcher
 
     def waiting_note(self) -> str:

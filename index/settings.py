@@ -111,6 +111,7 @@ class Settings:
     # embedders: stage 1 ("local" = USE-multilingual, or "openai"), stage 2 accurate vectors ("e5" or "off")
     embedder: str = "local"
     accurate: str = "e5"
+    latent_terms: bool = True  # with stage 2: e5's latent terms choose between an article's paragraphs
     embed_threads: int = 2
     embed_batch: int = 32
     # OpenAI or any OpenAI-compatible server
@@ -170,6 +171,7 @@ class Settings:
             collection=_collection(env),
             embedder=embedder,
             accurate=accurate,
+            latent_terms=_bool(env, "NEWSDESK_LATENT_TERMS", True),
             embed_threads=_num(env, "NEWSDESK_EMBED_THREADS", 2) or 1,
             embed_batch=_num(env, "NEWSDESK_EMBED_BATCH", 32) or 1,
             openai_api_key=_str(env, "OPENAI_API_KEY"),

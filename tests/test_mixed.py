@@ -104,23 +104,26 @@ def xquad_mixed_home(tmp_path_factory):
     return _indexed(tmp_path_factory, "xquad-mixed", "articles-mixed", ARTICLES)
 
 
-def _indexed(tmp_path_factory, label: str, folder: str, names) -> Path:
-    """A home with the XQuAD articles ``names`` of ``MULTI/folder`` indexed (both stages)."""
+def _indexed(tmp_path_factory, label: str, folder: str | None, names) -> Path:
+    """A home with the XQuAD articles ``names`` of ``MULTI/folder`` indexed (both stages); ``folder`` None:
+    ``names`` are ``folder/name`` paths under MULTI."""
     root = tmp_path_factory.mktemp(label)
     articles = root / "articles"
     articles.mkdir()
     for name in names:
-        shutil.copy(MULTI / folder / f"{name}.txt", articles / f"{name}.txt")
+        source = MULTI / folder / f"{name}.txt" if folder else MULTI / f"{name}.txt"
+        shutil.copy(source, articles / source.name)
     home = root / "home"
     run_cli("index", str(articles), home=home, check=True)
     return home
 
 
-def _found_first(home, tmp_path, cases) -> list[bool]:
+def _found_first(home, tmp_path, cases, env: dict | None = None) -> list[bool]:
     """For each (question, answer): whether the first passage ``search`` returns holds the answer."""
     questions = tmp_path / "questions.txt"
     questions.write_text("".join(f"{q}\n" for q, _ in cases), encoding="utf-8")
-    lines = run_cli("search", "--questions", str(questions), "--json", home=home, check=True).stdout.splitlines()
+    lines = run_cli("search", "--questions", str(questions), "--json", home=home, env=env,
+                    check=True).stdout.splitlines()
     tops = [json.loads(line)["hits"][0]["text"] for line in lines]
     return [contains(top, answer) for top, (_, answer) in zip(tops, cases)]
 
@@ -186,3 +189,35 @@ def english_beside_others_home(tmp_path_factory):
 def test_an_english_article_does_not_win_for_sharing_the_question_language(english_beside_others_home, tmp_path):
     found = _found_first(english_beside_others_home, tmp_path, OTHER_LANGUAGE)
     assert sum(found) >= 6, found  # 0 of 9 without the offset of the question's own language
+
+
+# English questions over a Greek and a Vietnamese article (beside one more of each) whose right paragraph e5's
+# vector put second or lower in its article: the latent terms (``index.terms``) choose between the paragraphs
+LATENT = [("What is it called when there is an active attempt to overthrow a government or belief system?",
+           "Η επαναστατική πολιτική ανυπακοή"),
+          ("The Hungarians performed this civil disobedience under the direction of what person?", "Φέρεντς Ντικ"),
+          ("What is a simple form of civil disobedience?", "Η μη επαναστατική πολιτική ανυπακοή"),
+          ("What famous Indian's actions were considered civil disobedience?", "του Γκάντι"),
+          ("Why is the need for acceptance of punishment needed?",
+           "της πίστης τους στην εγκυρότητα του κοινωνικού συμβολαίου"),
+          ("What type of plea is sometimes taken as an act of disobedience?", "τυφλή αποδοχή"),
+          ("What theorem defines the main role of primes in number theory?", "Định lý cơ bản của số học"),
+          ("For a field F containing 0 and 1, what would be the prime field?", "trường con nhỏ nhất"),
+          ("What strains of y. pestis were found in the mass graves?", "Y. p. orientalis và Y. p. medievalis"),
+          ("The black plague ravaged Europe for three years followed by what country?", "Nga")]
+LATENT_ARTICLES = ("articles-el/xquad-28-civil-disobedience", "articles-el/xquad-06-martin-luther",
+                   "articles-vi/xquad-40-prime-number", "articles-vi/xquad-20-black-death")
+
+
+@pytest.fixture(scope="module")
+def greek_vietnamese_home(tmp_path_factory):
+    return _indexed(tmp_path_factory, "greek-vietnamese", None, LATENT_ARTICLES)
+
+
+@pytest.mark.slow
+def test_latent_terms_choose_the_paragraph_of_a_greek_or_vietnamese_article(greek_vietnamese_home, tmp_path):
+    found = _found_first(greek_vietnamese_home, tmp_path, LATENT)
+    assert sum(found) >= 8, found  # all 10 with the latent terms
+    # switched off (NEWSDESK_LATENT_TERMS=0: one e5 pass per question), e5's vector alone chooses again
+    found = _found_first(greek_vietnamese_home, tmp_path, LATENT, env={"NEWSDESK_LATENT_TERMS": "0"})
+    assert sum(found) <= 3, found  # 1 of 10
