@@ -210,8 +210,8 @@ def _held(article_id: str, meta: dict, failures: Sequence[Failure]) -> bool:
 
 def fill_accurate(store: Store, embedder: Embedder, batch: int = 16, show_progress: bool | None = None,
                   limit: int | None = None, should_stop=None) -> int:
-    """Stage 2: give every pending passage an accurate vector. Safe to interrupt: each batch is written as
-    soon as it is encoded. Returns how many passages were done."""
+    """Stage 2: give every pending passage an accurate vector, and its latent terms when the embedder gives
+    them. Safe to interrupt: each batch is written as soon as it is encoded. Returns how many passages were done."""
     with_terms = embedder.has_terms
     pending = store.pending_accurate(terms=with_terms)
     titles = {aid: meta.get("title") for aid, meta in store.articles().items()} if pending else {}

@@ -145,6 +145,15 @@ def split_passage_id(chunk_id: str) -> tuple[str, str]:
     return article_id, rest.partition("@")[2]
 
 
+def _pages(col, where: dict | None = None, include: list[str] | None = None) -> Iterator[dict]:
+    """The records of ``col`` that match ``where``, one ``get`` of _PAGE at a time, until a short page."""
+    offset, got = 0, None
+    while got is None or len(got["ids"]) == _PAGE:
+        got = col.get(where=where, include=include or [], limit=_PAGE, offset=offset)
+        offset += _PAGE
+        yield got
+
+
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -863,10 +872,7 @@ class Store:
             stale: list[str] = []
             for batch in _batches(ids, _IN_BATCH):
                 where = {"article_id": batch[0]} if len(batch) == 1 else {"article_id": {"$in": list(batch)}}
-                offset, got = 0, None
-                while got is None or len(got["ids"]) == _PAGE:
-                    got = col.get(where=where, include=["metadatas"], limit=_PAGE, offset=offset)
-                    offset += _PAGE
+                for got in _pages(col, where, ["metadatas"]):
                     for record_id, meta in zip(got["ids"], got["metadatas"]):
                         want = current.get(str((meta or {}).get("article_id", "")))
                         tag = record_id.rpartition("@")[2] if kind == "texts" else split_passage_id(record_id)[1]
@@ -1117,11 +1123,8 @@ class Store:
         done: set[str] = set()
         if acc is not None:
             where = {"with_terms": True} if terms else None  # vectors written without terms: done again
-            offset, got = 0, None
-            while got is None or len(got["ids"]) == _PAGE:
-                got = acc.get(where=where, include=[], limit=_PAGE, offset=offset)
+            for got in _pages(acc, where):
                 done.update(got["ids"])
-                offset += _PAGE
         return [i for i in all_ids if i not in done]
 
     @_writes
@@ -1161,11 +1164,8 @@ class Store:
         if col is None:
             return set()
         out: set[str] = set()
-        offset, got = 0, None
-        while got is None or len(got["ids"]) == _PAGE:
-            got = col.get(where=where, include=[], limit=_PAGE, offset=offset)
+        for got in _pages(col, where):
             out.update(got["ids"])
-            offset += _PAGE
         if len(self._matching) >= 16:
             self._matching.clear()
         self._matching[key] = out
@@ -1206,12 +1206,6 @@ class Store:
     def has_accurate(self) -> bool:
         col = self._collection("accurate", create=False)
         return col is not None and bool(col.get(limit=1, include=[])["ids"])
-
-    @_wrap("checking for latent terms")
-    def has_terms(self) -> bool:
-        """Whether any stage-2 vector has latent terms beside it (a filtered read: ~10 ms at 100k passages)."""
-        col = self._collection("accurate", create=False)
-        return col is not None and bool(col.get(where={"with_terms": True}, limit=1, include=[])["ids"])
 
     @_wrap("checking for accurate vectors")
     def stage2_state(self) -> tuple[bool, bool]:

@@ -53,14 +53,14 @@ def test_stage_2_stores_terms_and_an_older_index_gets_them_at_its_next_stage_2(t
     titles = {a: m.get("title") for a, m in store.articles().items()}
     vectors = E5Embedder().passages([embed_text(titles.get(p.article_id), p.text) for p in passages], bulk=True)
     store.add_accurate(passages, vectors, "e5-small")
-    assert store.pending_accurate() == [] and not store.has_terms()
+    assert store.pending_accurate() == [] and store.stage2_state() == (True, False)
     assert sorted(store.pending_accurate(terms=True)) == sorted(pending)
     store.close()
 
     run_cli("index", str(articles), home=home, check=True)  # nothing changed: only stage 2 runs again
     store = Store(_settings(home))
     try:
-        assert store.has_terms() and store.pending_accurate(terms=True) == []
+        assert store.stage2_state() == (True, True) and store.pending_accurate(terms=True) == []
         assert store.count("accurate") == store.count() == len(pending)  # none added twice
         stored = store.get_accurate(pending, terms=True)
         assert all(t is not None and len(t[0]) > 50 for _, t in stored.values())
