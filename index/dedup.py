@@ -45,13 +45,24 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from .textnorm import normalize
 
+if TYPE_CHECKING:
+    from datasketch import LeanMinHash
+
 log = logging.getLogger(__name__)
+
+
+def _datasketch():
+    """datasketch, imported when a signature is made or compared (its LSH imports scipy: ~0.35 s that a search,
+    which only reads the groups already stored, does not need)."""
+    import datasketch
+
+    return datasketch
 
 SHINGLE = 3  # words per shingle
 NUM_PERM = 128  # MinHash permutations (the Jaccard estimate's standard error at 0.5: 0.044)
@@ -87,7 +98,7 @@ def signature(text: str) -> str:
     grams = shingles(text)
     if len(grams) < MIN_SHINGLES:
         return ""
-    minhash = MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME)
+    minhash = _datasketch().MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME)
     minhash.update_batch(sorted(grams))
     return base64.b64encode(np.asarray(minhash.hashvalues, dtype="<u4").tobytes()).decode("ascii")
 
@@ -100,7 +111,7 @@ def _minhash(encoded: str) -> LeanMinHash | None:
         return None
     if len(values) != NUM_PERM:
         return None
-    return LeanMinHash(seed=SEED, hashvalues=values.astype(np.uint64), scheme=SCHEME)
+    return _datasketch().LeanMinHash(seed=SEED, hashvalues=values.astype(np.uint64), scheme=SCHEME)
 
 
 def similarity(a: str, b: str) -> float:
@@ -120,7 +131,7 @@ def order_key(article_id: str, record: Mapping) -> tuple:
 def assign(records: Mapping[str, Mapping]) -> dict[str, str]:
     """Article id -> the id of its group's head, for every record (see the module docstring)."""
     signatures = {a: m for a in sorted(records) if (m := _minhash(str(records[a].get("minhash") or "")))}
-    lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM, params=_bands())
+    lsh = _datasketch().MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM, params=_bands())
     parent = {a: a for a in records}
 
     def root(a: str) -> str:
@@ -216,7 +227,7 @@ def _signatures(records: Mapping[str, Mapping]) -> tuple[list[str], np.ndarray]:
 @lru_cache(maxsize=1)
 def _bands() -> tuple[int, int]:
     """The LSH's bands and rows per band (what datasketch chooses for THRESHOLD and NUM_PERM)."""
-    lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
+    lsh = _datasketch().MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
     return lsh.b, lsh.r
 
 

@@ -49,11 +49,26 @@ _RANGES = (
 _LOCK = threading.Lock()
 
 
-@lru_cache(maxsize=1)
-def _identifier():
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+def load_identifier() -> None:
+    """Load the identifier's model now (~0.5 s; ``embedding.prewarm`` does it beside the imports)."""
+    try:
+        _identifier()
+    except Exception:  # noqa: BLE001 - only a warm-up: the first detection reports any error
+        pass
 
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=False)
+
+_IDENTIFIER: list = []  # the loaded identifier, once
+_LOAD_LOCK = threading.Lock()  # one load, also when the warm-up and a first detection ask at the same time
+
+
+def _identifier():
+    if not _IDENTIFIER:
+        with _LOAD_LOCK:
+            if not _IDENTIFIER:
+                from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+                _IDENTIFIER.append(LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=False))
+    return _IDENTIFIER[0]
 
 
 @lru_cache(maxsize=4096)

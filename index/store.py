@@ -94,8 +94,6 @@ import httpx
 from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import AuthorizationError, ChromaAuthError, ChromaError, NotFoundError
-from llama_index.core.schema import MetadataMode, NodeRelationship, RelatedNodeInfo, TextNode
-from llama_index.core.vector_stores.utils import node_to_metadata_dict
 
 from .chunking import VERSION as CHUNKER_VERSION
 from .errors import EmbedderMismatchError, StoreDamagedError, StoreError
@@ -107,6 +105,16 @@ from .terms import Terms, unpack as unpack_terms
 from .types import Article, Chunk
 
 log = logging.getLogger(__name__)
+
+
+def _llama():
+    """llama-index, imported when passages are first written (~0.8 s of imports that no read needs: ``ask``,
+    ``search``, ``stats`` and the bot's start do without them)."""
+    from llama_index.core import schema
+    from llama_index.core.vector_stores.utils import node_to_metadata_dict
+
+    return schema, node_to_metadata_dict
+
 
 FORMAT = 3  # the store format articles are written in (see the module docstring)
 
@@ -810,17 +818,18 @@ class Store:
         self._upsert("texts", [text_id(a.id, tags[a.id]) for a, _, _ in items], [[1.0]] * len(items),
                      [{"text": a.text, "article_id": a.id} for a, _, _ in items])
         keys = {a.id: filter_metadata(a.published, a.source) for a, _, _ in items}  # what searches filter on
-        nodes = [TextNode(
+        schema, node_to_metadata_dict = _llama()
+        nodes = [schema.TextNode(
             id_=passage_id(article.id, chunk.index, tags[article.id]), text=chunk.text,
             metadata={"article_id": article.id, "chunk_index": chunk.index, "start": chunk.start, "end": chunk.end,
                       **keys[article.id], **({"lang": chunk.lang} if chunk.lang else {})},
-            relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=article.id)},
+            relationships={schema.NodeRelationship.SOURCE: schema.RelatedNodeInfo(node_id=article.id)},
             embedding=vector.tolist(),
         ) for article, chunks, vectors in items for chunk, vector in zip(chunks, vectors, strict=True)]
         if nodes:
             self._upsert("passages", [n.node_id for n in nodes], [n.get_embedding() for n in nodes],
                          [node_to_metadata_dict(n, remove_text=True, flat_metadata=True) for n in nodes],
-                         [n.get_content(metadata_mode=MetadataMode.NONE) for n in nodes])
+                         [n.get_content(metadata_mode=schema.MetadataMode.NONE) for n in nodes])
         records = [{
             "title": article.title or "", "source": article.source or "",
             "published": article.published or "", "url": article.url or "", "lang": _article_lang(article, chunks),
