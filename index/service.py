@@ -172,6 +172,10 @@ class Index:
         info = self.store.embedder_info() or {}
         chunks = self.store.count()
         accurate = self.store.count("accurate")
+        # once stage 2 writes latent terms, a record written without them (an index from before them) is
+        # encoded again by the next stage 2: it counts as pending until then
+        with_terms = self.store.count_with_terms() if accurate else 0
+        done = with_terms if with_terms else accurate
         if self.settings.accurate == "off":
             stage2 = "off (NEWSDESK_ACCURATE=off)"
         elif not accurate_available():
@@ -184,7 +188,7 @@ class Index:
             "chunks": chunks,
             "embedder": info.get("embedder") or self.embedder.name,
             "store": self.settings.store_label,
-            "accurate": {"model": stage2, "passages": accurate, "pending": max(chunks - accurate, 0)},
+            "accurate": {"model": stage2, "passages": accurate, "pending": max(chunks - done, 0)},
         }
         if listed := feeds.summary(self.settings.home):  # the listed feeds and their failures, when there are
             stats["feeds"] = listed

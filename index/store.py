@@ -1117,6 +1117,12 @@ class Store:
 
     # -- accurate (stage 2) vectors ----------------------------------------------------------------------
 
+    @_wrap("counting accurate vectors")
+    def count_with_terms(self) -> int:
+        """How many stage-2 records carry latent terms (one filtered read per page of ids)."""
+        col = self._collection("accurate", create=False)
+        return sum(len(got["ids"]) for got in _pages(col, {"with_terms": True})) if col is not None else 0
+
     @_wrap("listing passages without accurate vectors")
     def pending_accurate(self, terms: bool = False) -> list[str]:
         """The current passages without a stage-2 vector (``terms``: or without latent terms beside it)."""

@@ -55,7 +55,13 @@ def test_stage_2_stores_terms_and_an_older_index_gets_them_at_its_next_stage_2(t
     store.add_accurate(passages, vectors, "e5-small")
     assert store.pending_accurate() == [] and store.stage2_state() == (True, False)
     assert sorted(store.pending_accurate(terms=True)) == sorted(pending)
+    # a stage 2 that gave the first three of them their terms, then stopped: the rest still count as pending
+    e5 = E5Embedder()
+    store.add_accurate(passages[:3], vectors[:3], "e5-small",
+                       terms=[terms.pack(t) for t in e5.terms([p.text for p in passages[:3]])])
     store.close()
+    stats = json.loads(run_cli("stats", "--json", home=home, check=True).stdout)["accurate"]
+    assert (stats["passages"], stats["pending"]) == (len(pending), len(pending) - 3)
 
     run_cli("index", str(articles), home=home, check=True)  # nothing changed: only stage 2 runs again
     store = Store(_settings(home))
