@@ -154,7 +154,13 @@ def split_passage_id(chunk_id: str) -> tuple[str, str]:
 
 
 def _pages(col, where: dict | None = None, include: list[str] | None = None) -> Iterator[dict]:
-    """The records of ``col`` that match ``where``, one ``get`` of _PAGE at a time, until a short page."""
+    """The records of ``col`` that match ``where``, one ``get`` of _PAGE at a time, until a short page. Ids
+    alone (no ``include``) come in one read: a filtered read paged by offset filters the collection again for
+    every page (the latent-terms filter over 100k stage-2 records: 19 s in pages of 2,000, 0.4 s in one), and
+    the ids of every record are what the caller keeps anyway."""
+    if not include:
+        yield col.get(where=where, include=[])
+        return
     offset, got = 0, None
     while got is None or len(got["ids"]) == _PAGE:
         got = col.get(where=where, include=include or [], limit=_PAGE, offset=offset)
