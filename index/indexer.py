@@ -225,8 +225,12 @@ def fill_accurate(store: Store, embedder: Embedder, batch: int = 16, show_progre
                 break
             passages = list(store.get_passages(pending[i:i + batch]).values())
             if passages:
-                vectors = embedder.passages([embed_text(titles.get(p.article_id), p.text) for p in passages],
-                                            bulk=True)
+                # an index written before latent terms has its vectors already: only their terms are computed
+                kept = store.get_accurate_vectors([p.chunk_id for p in passages]) if with_terms else {}
+                fresh = [p for p in passages if p.chunk_id not in kept]
+                encoded = iter(embedder.passages([embed_text(titles.get(p.article_id), p.text) for p in fresh],
+                                                 bulk=True) if fresh else ())
+                vectors = np.vstack([kept[p.chunk_id] if p.chunk_id in kept else next(encoded) for p in passages])
                 # latent terms of the passage's own text (no title: an article's passages would share its terms)
                 packed = [pack_terms(t) for t in embedder.terms([p.text for p in passages], bulk=True)] \
                     if with_terms else None
