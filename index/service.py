@@ -173,7 +173,7 @@ class Index:
         chunks = self.store.count()
         accurate = self.store.count("accurate")
         # once stage 2 writes latent terms, a record written without them (an index from before them) is
-        # encoded again by the next stage 2: it counts as pending until then
+        # given its terms by the next stage 2: it counts as pending until then
         with_terms = self.store.count_with_terms() if accurate else 0
         done = with_terms if with_terms else accurate
         if self.settings.accurate == "off":
