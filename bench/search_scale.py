@@ -88,8 +88,9 @@ STEPS = [  # (label, what it covers), in the order of the breakdown table
     ("Chroma: USE top-50", "HNSW query, ids and distances"),
     ("Chroma: e5 top-50", "HNSW query on the accurate collection, ids and distances"),
     ("query latent terms (e5)", "the question's latent terms: a second e5 pass, beside the USE encoding"),
-    ("Chroma: fetch missing vectors", "stored vectors of candidates one ranker did not return (and every "
-     "candidate's latent terms, in the same read)"),
+    ("Chroma: fetch missing vectors", "stored vectors of candidates one ranker did not return"),
+    ("Chroma: latent terms", "the stored latent terms of the candidates of the articles that own the first "
+     "places (metadata: the slow kind of read)"),
     ("Chroma: texts and titles", "texts of the passages returned, their articles' titles"),
     ("Chroma: checks", "the embedder check; every 2 s the generation token and whether stage 2 exists"),
     ("BM25 scoring", "in-memory lexical top-50 over the postings of the query terms"),
@@ -217,9 +218,12 @@ def _rss_mb() -> float:
 def measure(home: Path, questions: list[str], warmup: str) -> dict:
     """Open the index as the CLI or the bot does and time ``Index.search``; print JSON."""
     started = time.perf_counter()
+    from newsdesk.bot.startup import configure_process
     from newsdesk.index import lexical
     from newsdesk.index.service import Index
     from newsdesk.index.settings import Settings
+
+    configure_process()  # the native libraries' thread settings, as the CLI and the bot start with
 
     index = Index(Settings.load(env_file=None))  # NEWSDESK_HOME / CHROMA_HOST come from the environment
     cold = {"open_s": time.perf_counter() - started, "rss_open_mb": _rss_mb()}
@@ -268,6 +272,7 @@ def measure(home: Path, questions: list[str], warmup: str) -> dict:
     wrap(store, "query_accurate", "Chroma: e5 top-50")
     for name in ("get_accurate", "get_passage_vectors"):
         wrap(store, name, "Chroma: fetch missing vectors")
+    wrap(store, "get_terms", "Chroma: latent terms")
     for name in ("get_passages", "article_meta"):
         wrap(store, name, "Chroma: texts and titles")
     for name in ("generation", "has_accurate", "stage2_state", "check_embedder"):

@@ -53,6 +53,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,7 @@ log = logging.getLogger(__name__)
 
 CANDIDATES = 50  # each ranker's list, against which its scores are standardised
 POOL = 20  # each ranker's best, fused
+TERMS_SLOTS = 10  # the latent terms are read for the articles that own one of the first TERMS_SLOTS places
 CHECK_SECONDS = 2.0  # how often a search asks the store whether another process changed the articles
 RERANK = 3  # without stage-2 vectors, the top passages are re-scored by their best sentence (3 or 5: same hit@1)
 SENTENCE_WEIGHT = 0.15
@@ -130,11 +132,10 @@ def _dense_weight(qlang: str, plang: str | None, beside_accurate: bool = True) -
     return WEIGHTS["accurate"] if beside_accurate and plang in DENSE_AS_ACCURATE else WEIGHTS["dense"]
 
 
-def _reorder_within_articles(fused: list[tuple[float, str]], evidence: dict[str, float], weight: float
-                             ) -> list[tuple[float, str]]:
-    """Within each article, its passages' fused scores handed out again in the order ``weight`` times
-    ``evidence`` (z-scores; 0 where missing) adjusts them to: the evidence chooses between an article's
-    paragraphs and never lifts or lowers the article, whose best score stays what the other rankers gave it."""
+def _reorder_within_articles(fused: list[tuple[float, str]], adjust: dict[str, float]) -> list[tuple[float, str]]:
+    """Within each article, its passages' fused scores handed out again in the order ``adjust`` (weighted
+    z-scores; 0 where missing) moves them to: the evidence chooses between an article's paragraphs and never
+    lifts or lowers the article, whose best score stays what the other rankers gave it."""
     by_article: dict[str, list[tuple[float, str]]] = {}
     for score, cid in fused:
         by_article.setdefault(split_passage_id(cid)[0], []).append((score, cid))
@@ -144,7 +145,7 @@ def _reorder_within_articles(fused: list[tuple[float, str]], evidence: dict[str,
             out.extend(members)
             continue
         slots = sorted((score for score, _ in members), reverse=True)
-        order = sorted(members, key=lambda m: -(m[0] + weight * evidence.get(m[1], 0.0)))
+        order = sorted(members, key=lambda m: -(m[0] + adjust.get(m[1], 0.0)))
         out.extend((slot, cid) for slot, (_, cid) in zip(slots, order))
     return out
 
@@ -277,7 +278,7 @@ class Searcher:
 
     def _retrieve(self, query: str, k: int, filters: Filters | None = None) -> SearchResult:
         scored, qvec, avec = self._rank(query, k, filters)
-        meta = self.store.article_meta([s.passage.article_id for s in scored])
+        meta = self.store.article_meta([s.passage.article_id for s in scored], cached=True)
         hits = [self._hit(rank, s, meta.get(s.passage.article_id) or {}) for rank, s in enumerate(scored, start=1)]
         return SearchResult(query=query, hits=hits, qvec=qvec, avec=avec)
 
@@ -320,23 +321,15 @@ class Searcher:
             vecs = self.store.get_passage_vectors(missing)
             rankers["dense"].update(_standardise({c: float(v @ qvec) for c, v in vecs.items()}, dense_ref))
             candidates = [c for c in candidates if c in rankers["dense"]]  # (gone if deleted meanwhile)
-        terms_of: dict[str, latent_terms.Terms] = {}
         if avec is not None and acc_ref:
-            # the vectors the e5 top-50 did not return, and the latent terms of every candidate: one read
-            want = candidates if query_terms is not None else [c for c in candidates if c not in acc_raw]
-            stored = self.store.get_accurate(want, terms=query_terms is not None)
-            acc_raw.update({c: float(v @ avec) for c, (v, _) in stored.items() if c not in acc_raw})
+            absent = [c for c in candidates if c not in acc_raw]  # the vectors the e5 top-50 did not return
+            stored = self.store.get_accurate(absent) if absent else {}
+            acc_raw.update({c: float(v @ avec) for c, (v, _) in stored.items()})
             rankers["accurate"] = _standardise(acc_raw, acc_ref)  # no vector yet: no evidence of this kind
-            terms_of = {c: t for c, (_, t) in stored.items() if t is not None}
         if lex and lexical is not None:
             lex_scores = _standardise(dict(lex), [s for _, s in lex])
             floor = min(lex_scores.values())
             rankers["lexical"] = {c: lex_scores.get(c, floor) for c in candidates if lexical.language(c) == qlang}
-        terms_z: dict[str, float] = {}
-        if query_terms is not None and len(terms_of) >= 2:  # the candidates that have terms stored
-            have = [c for c in candidates if c in terms_of]
-            values = latent_terms.scores(query_terms, [terms_of[c] for c in have])
-            terms_z = _standardise(dict(zip(have, values)), values)
         if num:  # every candidate has this evidence (0: none of the numbers), standardised over the candidates
             values = [num.get(c, 0.0) for c in candidates]
             rankers["numbers"] = _standardise(dict(zip(candidates, values)), values)
@@ -354,11 +347,11 @@ class Searcher:
                     weight += w
             if weight:
                 fused.append((total / weight - (offset if plang == qlang else 0.0), cid))
-        if terms_z:
-            fused = _reorder_within_articles(fused, terms_z, WEIGHTS["terms"])
+        if query_terms is not None and "accurate" in rankers:
+            fused = self._by_terms(fused, query_terms, k, everything=filters is not None and filters.latest)
         fused.sort(key=lambda x: -x[0])
         if filters is not None and filters.latest:  # "latest": recent articles first among about as good ones
-            meta = self.store.article_meta([split_passage_id(c)[0] for _, c in fused])
+            meta = self.store.article_meta([split_passage_id(c)[0] for _, c in fused], cached=True)
             days = {c: (meta.get(split_passage_id(c)[0]) or {}).get("published_ts") for _, c in fused}
             fused = prefer_recent(fused, days)
         owners = {c: split_passage_id(c)[0] for _, c in fused}  # near-duplicate stories: one passage each
@@ -373,6 +366,28 @@ class Searcher:
             self._rerank_by_sentence(qvec, out[:RERANK], dense_ref)
             out[:RERANK] = sorted(out[:RERANK], key=lambda s: -s.score)
         return out[:k], qvec, avec
+
+    def _by_terms(self, fused: list[tuple[float, str]], query_terms: latent_terms.Terms, k: int,
+                  everything: bool = False) -> list[tuple[float, str]]:
+        """The latent terms choose between each article's candidates (``_reorder_within_articles``). They never
+        move an article, so they are read (a store read of metadata, the slow kind: ~0.2 ms a passage at 100k
+        passages, ~11 ms a search when every candidate's were read) only where they can change what is
+        returned: for the candidates of the articles that own one of the first ``TERMS_SLOTS`` places and
+        have more than one candidate (``everything``: every candidate, for an order that is changed again
+        after this, by date). Standardised over the candidates read (hit@1 on the XQuAD dev sets the same as
+        over every candidate, within a question or two: ``docs/benchmarks/search_scale_terms.md``)."""
+        ranked = sorted(fused, key=lambda x: -x[0])
+        owner = {c: split_passage_id(c)[0] for _, c in ranked}
+        count = Counter(owner.values())
+        top = set(owner.values()) if everything else {owner[c] for _, c in ranked[:max(TERMS_SLOTS, 2 * k)]}
+        want = [c for _, c in ranked if owner[c] in top and count[owner[c]] > 1]
+        terms_of = self.store.get_terms(want) if len(want) >= 2 else {}
+        have = [c for c in want if c in terms_of]
+        if len(have) < 2:
+            return fused
+        values = latent_terms.scores(query_terms, [terms_of[c] for c in have])
+        z = _standardise(dict(zip(have, values)), values)
+        return _reorder_within_articles(fused, {c: WEIGHTS["terms"] * v for c, v in z.items()})
 
     def _same_language(self, avec: np.ndarray, qlang: str, reference: Sequence[float]) -> float:
         """What is taken off the fused score of the passages in the question's language: LANGUAGE_OFFSET times

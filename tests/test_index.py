@@ -797,3 +797,27 @@ def test_closed_server_port_is_a_one_line_error(command, tmp_path):
     line = one_line_error(proc)
     assert f"127.0.0.1:{port}" in line
     assert proc.stdout == ""
+
+
+def test_an_open_index_shows_the_new_title_after_another_process_reindexes(tmp_path):
+    # a search's hits take titles from what it read with the articles' versions: a bot's long-lived index must
+    # not keep showing the title an article had before another process (the CLI) indexed its new version
+    from newsdesk.index.service import Index
+    from tests.conftest import make_settings
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    body = ("The harbour of Ganja was shelled on Monday night, the ministry said.\n\n"
+            "Both sides accused each other of using cluster munitions near the city.\n")
+    (docs / "ganja.md").write_text("# Ganja harbour shelled\n\n" + body, encoding="utf-8")
+    home = tmp_path / "home"
+    index(docs, home=home)
+    bot = Index(make_settings(home, accurate="off"))
+    assert bot.search("Which harbour was shelled?", 1)[0].title == "Ganja harbour shelled"
+    (docs / "ganja.md").write_text("# Ganja harbour shelled again\n\n" + body, encoding="utf-8")
+    assert index(docs, home=home)["updated"] == 1  # another process
+    deadline = time.monotonic() + 10
+    while bot.search("Which harbour was shelled?", 1)[0].title != "Ganja harbour shelled again":
+        assert time.monotonic() < deadline, "the open index kept the old title"
+        time.sleep(0.5)
+    bot.close()
