@@ -42,8 +42,9 @@ instead of splitting and encoding again. ``search`` returns the hits alone.
 
 Cost per search at 100k passages (``bench/search_scale.py``): the two e5 passes over the question (its vector
 and its latent terms, ~26 ms each, in parallel) dominate; the two HNSW queries return ids and distances only,
-stored vectors are read only for candidates a ranker missed (in the same read as the candidates' latent
-terms), and texts only for the passages returned.
+stored vectors are read only for candidates a ranker missed, the stored latent terms (metadata: the slow kind
+of read) only for the candidates of the first articles (``Searcher._by_terms``), texts only for the passages
+returned, and their titles not at all (they come with the articles' versions, ``Store.article_meta``).
 """
 
 from __future__ import annotations
