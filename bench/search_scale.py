@@ -270,7 +270,7 @@ def measure(home: Path, questions: list[str], warmup: str) -> dict:
         wrap(index.accurate, "terms", "query latent terms (e5)")
     wrap(store, "query_passages", "Chroma: USE top-50")
     wrap(store, "query_accurate", "Chroma: e5 top-50")
-    for name in ("get_accurate", "get_passage_vectors"):
+    for name in ("get_accurate_vectors", "get_passage_vectors"):
         wrap(store, name, "Chroma: fetch missing vectors")
     wrap(store, "get_terms", "Chroma: latent terms")
     for name in ("get_passages", "article_meta"):

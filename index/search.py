@@ -324,8 +324,8 @@ class Searcher:
             candidates = [c for c in candidates if c in rankers["dense"]]  # (gone if deleted meanwhile)
         if avec is not None and acc_ref:
             absent = [c for c in candidates if c not in acc_raw]  # the vectors the e5 top-50 did not return
-            stored = self.store.get_accurate(absent) if absent else {}
-            acc_raw.update({c: float(v @ avec) for c, (v, _) in stored.items()})
+            stored = self.store.get_accurate_vectors(absent) if absent else {}
+            acc_raw.update({c: float(v @ avec) for c, v in stored.items()})
             rankers["accurate"] = _standardise(acc_raw, acc_ref)  # no vector yet: no evidence of this kind
         if lex and lexical is not None:
             lex_scores = _standardise(dict(lex), [s for _, s in lex])

@@ -125,7 +125,8 @@ _FILTER_KEYS = ("published_ts", "source_key")  # the metadata searches filter on
 _LOW_SPACE = 8 * 1024 * 1024  # free bytes below which a disk counts as full (what is left for Chroma's own use)
 _MB = 1024 * 1024
 _TAGS_KEPT = 100_000  # article versions a reader keeps (``Store._current_tags``)
-_HIT_FIELDS = frozenset({"title", "source", "published", "published_ts", "url", "also"})  # kept with them
+_HIT_FIELDS = frozenset({"title", "source", "published", "published_ts", "url", "also"})  # what a hit shows
+_KEPT_FIELDS = _HIT_FIELDS | {"group"}  # of each registry record read with the versions (``Store._records``)
 MAX_BATCH = 1000  # records per Chroma write at most (and never more than the client's get_max_batch_size())
 _KINDS = (*STORE_COLLECTIONS, "journal")  # the collections of one set (one suffix); the pointer is outside them
 _POINTER = "active"
@@ -297,9 +298,8 @@ class Store:
     _max_batch: int | None = None
     _seen_generation = ""  # the last token ``generation()`` read
     _tags_key: tuple | None = None  # what ``_tags_cache`` was read under (see ``_current_tags``)
-    _groups_owner: dict | None = None  # the ``_tags_cache`` that ``_groups_cache`` goes with (see ``_groups``)
-    _metas_owner: dict | None = None  # the same for ``_metas_cache`` (see ``_metas``)
-    _groups_cache: dict[str, str] = {}
+    _records_owner: dict | None = None  # the ``_tags_cache`` that ``_records_cache`` goes with (see ``_records``)
+    _records_cache: dict[str, dict] = {}
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -783,8 +783,9 @@ class Store:
         at 100k passages)."""
         if cached:
             tags = self._current_tags(set(article_ids))
-            metas = self._metas()
-            return {a: dict(metas[a]) for a in dict.fromkeys(article_ids) if tags.get(a) is not None and a in metas}
+            records = self._records()
+            return {a: {k: v for k, v in records[a].items() if k in _HIT_FIELDS}
+                    for a in dict.fromkeys(article_ids) if tags.get(a) is not None and a in records}
         col = self._collection("articles", create=False)
         if col is None or not article_ids:
             return {}
@@ -984,34 +985,27 @@ class Store:
             found = {a: str((m or {}).get("tag", "")) for a, m in zip(got["ids"], got["metadatas"])}
             if len(cache) > _TAGS_KEPT:
                 cache.clear()
-                self._groups().clear()
-                self._metas().clear()
+                self._records().clear()
             cache.update({a: found.get(a) for a in missing})
-            self._groups().update({a: str((m or {}).get("group") or a) for a, m in zip(got["ids"], got["metadatas"])})
-            self._metas().update({a: {k: v for k, v in (m or {}).items() if k in _HIT_FIELDS}
-                                  for a, m in zip(got["ids"], got["metadatas"])})
+            self._records().update({a: {k: v for k, v in (m or {}).items() if k in _KEPT_FIELDS}
+                                    for a, m in zip(got["ids"], got["metadatas"])})
         return {a: cache.get(a) for a in article_ids}
 
-    def _metas(self) -> dict[str, dict]:
-        """Article id -> its registry record, read with the versions (``_current_tags``) and dropped with them."""
-        if self._metas_owner is not self._tags_cache:
-            self._metas_owner, self._metas_cache = self._tags_cache, {}
-        return self._metas_cache
-
-    def _groups(self) -> dict[str, str]:
-        """Article id -> its near-duplicate group (``index.dedup``), read with the versions (``_current_tags``)
-        and dropped with them."""
-        if self._groups_owner is not self._tags_cache:
-            self._groups_owner, self._groups_cache = self._tags_cache, {}
-        return self._groups_cache
+    def _records(self) -> dict[str, dict]:
+        """Article id -> the fields of its registry record that searches use (``_KEPT_FIELDS``: its
+        near-duplicate group, ``index.dedup``, and what a hit shows), read with the versions
+        (``_current_tags``) and dropped with them."""
+        if self._records_owner is not self._tags_cache:
+            self._records_owner, self._records_cache = self._tags_cache, {}
+        return self._records_cache
 
     @_wrap("reading the article registry")
     def article_groups(self, article_ids: Sequence[str]) -> dict[str, str]:
         """Article id -> its group's id (its own id when it is alone, or not grouped yet), for the indexed
         articles of ``article_ids``: a search's candidates were read already (``_current_tags``), at no cost."""
         tags = self._current_tags(set(article_ids))
-        groups = self._groups()
-        return {a: groups.get(a, a) for a, tag in tags.items() if tag is not None}
+        records = self._records()
+        return {a: str(records.get(a, {}).get("group") or a) for a, tag in tags.items() if tag is not None}
 
     @_wrap("reading an article")
     def article_text(self, article_id: str) -> str | None:
@@ -1258,27 +1252,10 @@ class Store:
             return False, False
         return True, bool((got["metadatas"][0] or {}).get("with_terms"))
 
-    def get_accurate_vectors(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        return {i: vector for i, (vector, _) in self.get_accurate(chunk_ids).items()}
-
     @_wrap("reading accurate vectors")
-    def get_accurate(self, chunk_ids: Sequence[str], terms: bool = False
-                     ) -> dict[str, tuple[np.ndarray, Terms | None]]:
-        """The stage-2 vectors of these passages and, ``terms``, the latent terms stored with them (None where
-        there are none), in one read."""
-        col = self._collection("accurate", create=False)
-        if col is None or not chunk_ids:
-            return {}
-        got = col.get(ids=list(chunk_ids), include=["embeddings", "metadatas"] if terms else ["embeddings"])
-        current = self._current(got["ids"])
-        metas = got["metadatas"] if terms else [None] * len(got["ids"])
-        out = {}
-        for i, vector, meta in zip(got["ids"], got["embeddings"], metas):
-            if i in current:
-                packed = (meta or {}).get("terms")
-                out[i] = (np.asarray(vector, dtype=np.float32),
-                          unpack_terms(packed) if isinstance(packed, str) else None)
-        return out
+    def get_accurate_vectors(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stage-2 vectors of these passages (their latent terms: ``get_terms``)."""
+        return self._vectors("accurate", chunk_ids)
 
     @_wrap("reading latent terms")
     def get_terms(self, chunk_ids: Sequence[str]) -> dict[str, Terms]:
@@ -1299,7 +1276,11 @@ class Store:
 
     @_wrap("reading passage vectors")
     def get_passage_vectors(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        col = self._collection("passages", create=False)
+        return self._vectors("passages", chunk_ids)
+
+    def _vectors(self, kind: str, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors (stage 1: "passages", stage 2: "accurate") of the current passages of these."""
+        col = self._collection(kind, create=False)
         if col is None or not chunk_ids:
             return {}
         got = col.get(ids=list(chunk_ids), include=["embeddings"])
