@@ -6,7 +6,8 @@ encodings cached on disk, to try a ranking change in ~40 s a home instead of reb
     python -m bench.replay /tmp/lang-homes --set search.LANGUAGE_OFFSET=0.4 --set search.WEIGHTS.terms=0.5
 
 What it measures is ``bench.languages``' both-stage figures (hit@1, hit@5 per run, and per language on the
-mixed index), on the passages those homes hold: the homes are read, never written. The three query-time
+mixed index), on the passages those homes hold: nothing is indexed again (only the saved lexical index is
+rewritten when its format changed). The three query-time
 encodings (the USE and e5 question vectors, the question's e5 latent terms) are cached by (model, text) in
 ``bench/out/cache/replay-queries.pkl``: a question is encoded once, and every later replay reads it. Passage
 encodings are not involved (they are stored in the homes). Reproduces ``bench.languages`` within a question
@@ -25,6 +26,8 @@ import pickle
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 from bench.common import CACHE, log
 
@@ -63,8 +66,6 @@ class QueryCache:
                 values = [cache.data[(model, kind, t)] for t in texts]
             if kind == "terms":
                 return values
-            import numpy as np
-
             return np.vstack(values) if values else original(self_, texts, *args, **kwargs)
 
         setattr(cls, method, cached)
@@ -88,12 +89,12 @@ def apply_setting(assignment: str) -> None:
     if not raw or len(parts) not in (2, 3):
         raise SystemExit(f"--set {assignment!r}: expected MODULE.NAME=VALUE or MODULE.NAME.KEY=VALUE")
     module = importlib.import_module(f"newsdesk.index.{parts[0]}")
+    if not hasattr(module, parts[1]):
+        raise SystemExit(f"--set: newsdesk.index.{parts[0]} has no {parts[1]}")
     value = json.loads(raw)
-    if isinstance(value, list):
-        value = frozenset(value) if isinstance(getattr(module, parts[1]), frozenset) else value
+    if isinstance(value, list) and isinstance(getattr(module, parts[1]), frozenset):
+        value = frozenset(value)
     if len(parts) == 2:
-        if not hasattr(module, parts[1]):
-            raise SystemExit(f"--set: newsdesk.index.{parts[0]} has no {parts[1]}")
         setattr(module, parts[1], value)
     else:
         getattr(module, parts[1])[parts[2]] = value
