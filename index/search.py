@@ -13,7 +13,8 @@ passages of its language (across languages it matched names and title words, and
 the question's language: English -> German hit@1 0.822 -> 0.869, XQuAD dev, both stages). USE speaks with its
 full weight only when the question and the passage are both in languages it was trained on
 (``language.USE_LANGUAGES``); otherwise e5 decides and USE only breaks ties (English -> Vietnamese 0.717 ->
-0.810, mixed-language index 0.726 -> 0.827 with both changes, ``python -m bench.languages``). Tried in an
+0.810, mixed-language index 0.726 -> 0.827 with both changes, ``python -m bench.languages``); beside stage-2
+vectors it only breaks ties within one language too, where BM25 and e5 decide (``_dense_weight``). Tried in an
 offline replay and not kept (docs/benchmarks/languages.md): standardising each ranker within each language's
 candidates (mixed 0.825 -> 0.355: the best passage of every language looks equally good), removing each
 language's mean vector (0.781), and letting BM25 only reorder passages within the question's language (0.814).
