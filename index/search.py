@@ -108,6 +108,14 @@ DENSE_AS_ACCURATE = frozenset({"zh"})
 # -> 0.951, ru 0.946 -> 0.949, es 0.956 -> 0.958, de 0.936 -> 0.933, th 0.959 -> 0.953, en 0.966 -> 0.964; the
 # mixed-language index 0.866 -> 0.871; English questions over other languages are not changed. Stage 1 alone
 # (USE the only vector ranker) keeps USE's full weight.
+# The latent terms' weight for a passage in another language than the question's, where one of the two is a
+# language USE was not trained on: there USE is only a tie-breaker, e5 alone made the fused score, and the terms
+# are the one other voice choosing between an article's paragraphs. XQuAD dev, both stages (session 14,
+# ``python -m bench.replay``, 0.3 -> 0.6): mixed-language index hit@1 0.866 -> 0.873 (el 0.807 -> 0.842, vi
+# 0.729 -> 0.771), en->vi 0.833 -> 0.845, en->ro 0.879 -> 0.886, en->hi 0.879 -> 0.876, en->el 0.850 -> 0.850;
+# 0.45 / 0.75 / 0.9 gave mixed 0.871 each. For every passage language across languages (USE trained or not) 0.6
+# lost ar, ru, tr and zh in the mixed index (0.860); within one language 0.45 lost vi->vi (session 13).
+UNTRAINED_TERMS_WEIGHT = 0.6
 _WORKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="newsdesk-search")
 
 
@@ -141,6 +149,15 @@ def _dense_weight(qlang: str, plang: str | None, beside_accurate: bool = True) -
     if beside_accurate and len(known) == 2 and qlang == plang:  # one language: e5 and BM25 decide (above)
         return UNTRAINED_DENSE_WEIGHT
     return WEIGHTS["accurate"] if beside_accurate and plang in DENSE_AS_ACCURATE else WEIGHTS["dense"]
+
+
+def _terms_weight(qlang: str, plang: str | None) -> float:
+    """The latent terms' weight for a question in ``qlang`` and a passage in ``plang``: UNTRAINED_TERMS_WEIGHT
+    across two known languages one of which USE was not trained on, WEIGHTS["terms"] otherwise."""
+    known = [lang for lang in (qlang, plang) if lang and lang != UNDETERMINED]
+    if len(known) == 2 and qlang != plang and not all(use_trained(lang) for lang in known):
+        return UNTRAINED_TERMS_WEIGHT
+    return WEIGHTS["terms"]
 
 
 def _reorder_within_articles(fused: list[tuple[float, str]], adjust: dict[str, float]) -> list[tuple[float, str]]:
@@ -359,7 +376,8 @@ class Searcher:
             if weight:
                 fused.append((total / weight - (offset if plang == qlang else 0.0), cid))
         if query_terms is not None and "accurate" in rankers:
-            fused = self._by_terms(fused, query_terms, k, everything=filters is not None and filters.latest)
+            weights = {c: _terms_weight(qlang, lexical.language(c) if lexical is not None else None) for _, c in fused}
+            fused = self._by_terms(fused, query_terms, weights, k, everything=filters is not None and filters.latest)
         fused.sort(key=lambda x: -x[0])
         if filters is not None and filters.latest:  # "latest": recent articles first among about as good ones
             meta = self.store.article_meta([split_passage_id(c)[0] for _, c in fused], cached=True)
@@ -378,8 +396,8 @@ class Searcher:
             out[:RERANK] = sorted(out[:RERANK], key=lambda s: -s.score)
         return out[:k], qvec, avec
 
-    def _by_terms(self, fused: list[tuple[float, str]], query_terms: latent_terms.Terms, k: int,
-                  everything: bool = False) -> list[tuple[float, str]]:
+    def _by_terms(self, fused: list[tuple[float, str]], query_terms: latent_terms.Terms, weights: dict[str, float],
+                  k: int, everything: bool = False) -> list[tuple[float, str]]:
         """The latent terms choose between each article's candidates (``_reorder_within_articles``). They never
         move an article, so they are read (a store read of metadata, the slow kind: ~0.2 ms a passage at 100k
         passages, ~11 ms a search when every candidate's were read) only where they can change what is
@@ -398,7 +416,7 @@ class Searcher:
             return fused
         values = latent_terms.scores(query_terms, [terms_of[c] for c in have])
         z = _standardise(dict(zip(have, values)), values)
-        return _reorder_within_articles(fused, {c: WEIGHTS["terms"] * v for c, v in z.items()})
+        return _reorder_within_articles(fused, {c: weights[c] * v for c, v in z.items()})
 
     def _same_language(self, avec: np.ndarray, qlang: str, reference: Sequence[float]) -> float:
         """What is taken off the fused score of the passages in the question's language: LANGUAGE_OFFSET times
