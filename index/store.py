@@ -1252,6 +1252,18 @@ class Store:
             return False, False
         return True, bool((got["metadatas"][0] or {}).get("with_terms"))
 
+    @_wrap("counting accurate vectors")
+    def stage2_complete(self) -> bool:
+        """Whether every passage has its stage-2 vector (two counts; stage 2 keeps one record per passage)."""
+        col = self._collection("accurate", create=False)
+        return col is not None and col.count() >= self.count()
+
+    @_wrap("checking passages")
+    def current(self, chunk_ids: Sequence[str]) -> set[str]:
+        """The ids of ``chunk_ids`` that are current passages (their article's version; read from the registry
+        only for articles not read since they last changed)."""
+        return self._current(list(chunk_ids))
+
     @_wrap("reading accurate vectors")
     def get_accurate_vectors(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stage-2 vectors of these passages (their latent terms: ``get_terms``)."""
