@@ -49,11 +49,14 @@ def test_stage_2_stores_terms_and_an_older_index_gets_them_at_its_next_stage_2(t
     # stage 2 as newsdesk wrote it before latent terms: vectors only
     store = Store(_settings(home))
     pending = store.pending_accurate()
+    assert not store.stage2_complete()  # searches read stored vectors until every passage has its stage-2 one
     passages = list(store.get_passages(pending).values())
     titles = {a: m.get("title") for a, m in store.articles().items()}
     vectors = E5Embedder().passages([embed_text(titles.get(p.article_id), p.text) for p in passages], bulk=True)
+    store.add_accurate(passages[:2], vectors[:2], "e5-small")
+    assert not store.stage2_complete()
     store.add_accurate(passages, vectors, "e5-small")
-    assert store.pending_accurate() == [] and store.stage2_state() == (True, False)
+    assert store.pending_accurate() == [] and store.stage2_state() == (True, False) and store.stage2_complete()
     assert sorted(store.pending_accurate(terms=True)) == sorted(pending)
     # a stage 2 that gave the first three of them their terms, then stopped: the rest still count as pending
     e5 = E5Embedder()
