@@ -34,7 +34,9 @@ embeddings, aligned across languages) choose between the paragraphs of an articl
 candidates' fused scores are handed out again in the order the terms adjust them to, so they never lift one
 article over another (as a ranker of their own they chose articles by topic words). English -> Greek 0.812 ->
 0.851, -> Thai 0.848 -> 0.856, mixed-language index 0.838 -> 0.864 (offline replay; ``bench.languages`` for
-the measured figures). The question's terms are a second e5 pass, run on another core beside the USE encoding.
+the measured figures). Across languages where USE is only a tie-breaker (el, hi, ro, vi, ...) the terms weigh
+twice as much (``UNTRAINED_TERMS_WEIGHT``): there e5 alone made the fused score. The question's terms are a
+second e5 pass, run on another core beside the USE encoding.
 And beside stage-2 vectors USE weighs as much as e5 for Chinese passages, where it ranks as well as e5.
 
 ``retrieve`` returns what the search computed along with the hits (a ``SearchResult``): the question's vectors,
@@ -43,9 +45,11 @@ instead of splitting and encoding again. ``search`` returns the hits alone.
 
 Cost per search at 100k passages (``bench/search_scale.py``): the two e5 passes over the question (its vector
 and its latent terms, ~26 ms each, in parallel) dominate; the two HNSW queries return ids and distances only,
-stored vectors are read only for candidates a ranker missed, the stored latent terms (metadata: the slow kind
-of read) only for the candidates of the first articles (``Searcher._by_terms``), texts only for the passages
-returned, and their titles not at all (they come with the articles' versions, ``Store.article_meta``).
+stored vectors are read only for candidates a ranker missed while stage 2 is filling in (once it is complete
+such a candidate gets the ranker's lowest score in its top N, without a read), the stored latent terms
+(metadata: the slow kind of read) only for the candidates of the first articles (``Searcher._by_terms``), texts
+only for the passages returned, and their titles not at all (they come with the articles' versions,
+``Store.article_meta``).
 """
 
 from __future__ import annotations
