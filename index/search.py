@@ -46,7 +46,7 @@ instead of splitting and encoding again. ``search`` returns the hits alone.
 Cost per search at 100k passages (``bench/search_scale.py``): the two e5 passes over the question (its vector
 and its latent terms, ~26 ms each, in parallel) dominate; the two HNSW queries return ids and distances only,
 stored vectors are read only for candidates a ranker missed while stage 2 is filling in (once it is complete
-such a candidate gets the ranker's lowest score in its top N, without a read), the stored latent terms
+such a candidate is scored just below the ranker's lowest in its top N, without a read), the stored latent terms
 (metadata: the slow kind of read) only for the candidates of the first articles (``Searcher._by_terms``), texts
 only for the passages returned, and their titles not at all (they come with the articles' versions,
 ``Store.article_meta``).
@@ -120,6 +120,12 @@ DENSE_AS_ACCURATE = frozenset({"zh"})
 # 0.45 / 0.75 / 0.9 gave mixed 0.871 each. For every passage language across languages (USE trained or not) 0.6
 # lost ar, ru, tr and zh in the mixed index (0.860); within one language 0.45 lost vi->vi (session 13).
 UNTRAINED_TERMS_WEIGHT = 0.6
+# Once stage 2 is complete, a candidate a ranker did not return is scored this far (in z units) below the lowest
+# score of that ranker's top N, instead of reading its stored vector (its true score is lower than the lowest;
+# see ``_rank``). XQuAD dev, hit@1 against reading the vectors (session 14, ``python -m bench.replay``): 0.25 nets
+# 0 questions over the 25 runs (en->el +2, mixed equal), hit@5 +2; 0 (the lowest score itself): mixed -1 (zh
+# 0.756 -> 0.732), en->el +3; 0.5 / 0.75 / 1.0: en->el +1, en->vi equal, mixed equal.
+MISSED_BELOW = 0.25
 _WORKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="newsdesk-search")
 
 
@@ -353,16 +359,17 @@ class Searcher:
         candidates = list(dict.fromkeys([*list(dense)[:POOL], *list(acc_raw)[:POOL], *(c for c, _ in lex[:POOL])]))
         missing = [c for c in candidates if c not in dense]
         # Once every passage has its stage-2 vector, a candidate one ranker did not return (below its top N) is
-        # given that ranker's lowest score there instead of a read of its stored vector: no store read between
-        # the rankers' lists and the fused order (100k passages, bench.search_scale: p50 49 -> 46 ms embedded,
-        # 57 -> 50 ms against a Chroma server, where each read is a round trip; p95 61 -> 61 / 71 -> 64 ms).
-        # hit@1 on the XQuAD dev sets within a question or three either way, hit@5 unchanged (bench.replay,
-        # session 14: en->el 0.850 -> 0.855, mixed 0.873 -> 0.871; 15 of 25 hit@1 equal). While stage 2 fills, the
-        # vectors are read: a passage without its stage-2 vector has no e5 evidence, not e5's floor.
+        # scored just below that ranker's lowest score there (MISSED_BELOW) instead of reading its stored vector:
+        # no store read between the rankers' lists and the fused order (100k passages, bench.search_scale: p50
+        # 49 -> 46 ms embedded, 57 -> 50 ms against a Chroma server, where each read is a round trip; p95 61 ->
+        # 61 / 71 -> 64 ms).
+        # hit@1 on the XQuAD dev sets within two questions either way (bench.replay, session 14: en->el 0.850 ->
+        # 0.853, mixed 0.873 -> 0.873; 15 of 25 hit@1 equal, hit@5 +2 questions). While stage 2 fills, the
+        # vectors are read: a passage without its stage-2 vector has no e5 evidence, not a score below e5's list.
         complete = self._complete and avec is not None and bool(acc_ref)
         if missing and complete:
             current = self.store.current([c for c in missing if c not in acc_raw])
-            floor = min(rankers["dense"].values())
+            floor = min(rankers["dense"].values()) - MISSED_BELOW
             rankers["dense"].update({c: floor for c in missing if c in acc_raw or c in current})
             candidates = [c for c in candidates if c in rankers["dense"]]
         elif missing:
@@ -373,7 +380,7 @@ class Searcher:
             absent = [c for c in candidates if c not in acc_raw]  # the vectors the e5 top-50 did not return
             if complete:
                 rankers["accurate"] = _standardise(acc_raw, acc_ref)
-                floor = min(rankers["accurate"].values())
+                floor = min(rankers["accurate"].values()) - MISSED_BELOW
                 rankers["accurate"].update({c: floor for c in absent})
             else:
                 stored = self.store.get_accurate_vectors(absent) if absent else {}
