@@ -148,12 +148,17 @@ def _release_free_memory() -> None:
         pass  # not glibc
 
 
+def _known(*langs: str | None) -> list[str]:
+    """The languages of these that are known (not None, not "und")."""
+    return [lang for lang in langs if lang and lang != UNDETERMINED]
+
+
 def _dense_weight(qlang: str, plang: str | None, beside_accurate: bool = True) -> float:
     """The stage-1 (USE) ranker's weight for a question in ``qlang`` and a passage in ``plang`` (None or "und":
     not known): its full weight unless either is in a language USE was not trained on; beside stage-2
     evidence, a tie-breaker only when the question and the passage are in the same language, and otherwise as
     much as e5's for a passage in a language where USE ranks as well as e5 (``DENSE_AS_ACCURATE``)."""
-    known = [lang for lang in (qlang, plang) if lang and lang != UNDETERMINED]
+    known = _known(qlang, plang)
     if not all(use_trained(lang) for lang in known):
         return UNTRAINED_DENSE_WEIGHT
     if beside_accurate and len(known) == 2 and qlang == plang:  # one language: e5 and BM25 decide (above)
@@ -164,7 +169,7 @@ def _dense_weight(qlang: str, plang: str | None, beside_accurate: bool = True) -
 def _terms_weight(qlang: str, plang: str | None) -> float:
     """The latent terms' weight for a question in ``qlang`` and a passage in ``plang``: UNTRAINED_TERMS_WEIGHT
     across two known languages one of which USE was not trained on, WEIGHTS["terms"] otherwise."""
-    known = [lang for lang in (qlang, plang) if lang and lang != UNDETERMINED]
+    known = _known(qlang, plang)
     if len(known) == 2 and qlang != plang and not all(use_trained(lang) for lang in known):
         return UNTRAINED_TERMS_WEIGHT
     return WEIGHTS["terms"]
@@ -355,7 +360,8 @@ class Searcher:
         rankers: dict[str, dict[str, float]] = {"dense": _standardise(dense, dense_ref)}
         acc_ref = list(acc_raw.values())
 
-        # candidates from every ranker; fill in the scores a ranker did not return from the stored vectors
+        # candidates from every ranker; the scores a ranker did not return come from the stored vectors or,
+        # once stage 2 is complete, from just below that ranker's list
         candidates = list(dict.fromkeys([*list(dense)[:POOL], *list(acc_raw)[:POOL], *(c for c, _ in lex[:POOL])]))
         missing = [c for c in candidates if c not in dense]
         # Once every passage has its stage-2 vector, a candidate one ranker did not return (below its top N) is
@@ -371,10 +377,10 @@ class Searcher:
             current = self.store.current([c for c in missing if c not in acc_raw])
             floor = min(rankers["dense"].values()) - MISSED_BELOW
             rankers["dense"].update({c: floor for c in missing if c in acc_raw or c in current})
-            candidates = [c for c in candidates if c in rankers["dense"]]
         elif missing:
             vecs = self.store.get_passage_vectors(missing)
             rankers["dense"].update(_standardise({c: float(v @ qvec) for c, v in vecs.items()}, dense_ref))
+        if missing:
             candidates = [c for c in candidates if c in rankers["dense"]]  # (gone if deleted meanwhile)
         if avec is not None and acc_ref:
             absent = [c for c in candidates if c not in acc_raw]  # the vectors the e5 top-50 did not return
@@ -386,10 +392,12 @@ class Searcher:
                 stored = self.store.get_accurate_vectors(absent) if absent else {}
                 acc_raw.update({c: float(v @ avec) for c, v in stored.items()})
                 rankers["accurate"] = _standardise(acc_raw, acc_ref)  # no vector yet: no evidence of this kind
+        # each candidate's language (the one stored with it), read once
+        plangs = {c: lexical.language(c) if lexical is not None else None for c in candidates}
         if lex and lexical is not None:
             lex_scores = _standardise(dict(lex), [s for _, s in lex])
             floor = min(lex_scores.values())
-            rankers["lexical"] = {c: lex_scores.get(c, floor) for c in candidates if lexical.language(c) == qlang}
+            rankers["lexical"] = {c: lex_scores.get(c, floor) for c in candidates if plangs[c] == qlang}
         if num:  # every candidate has this evidence (0: none of the numbers), standardised over the candidates
             values = [num.get(c, 0.0) for c in candidates]
             rankers["numbers"] = _standardise(dict(zip(candidates, values)), values)
@@ -397,7 +405,7 @@ class Searcher:
 
         fused = []
         for cid in candidates:
-            plang = lexical.language(cid) if lexical is not None else None
+            plang = plangs[cid]
             total = weight = 0.0
             for name, scores in rankers.items():
                 value = scores.get(cid)
@@ -408,7 +416,7 @@ class Searcher:
             if weight:
                 fused.append((total / weight - (offset if plang == qlang else 0.0), cid))
         if query_terms is not None and "accurate" in rankers:
-            weights = {c: _terms_weight(qlang, lexical.language(c) if lexical is not None else None) for _, c in fused}
+            weights = {c: _terms_weight(qlang, plang) for c, plang in plangs.items()}
             fused = self._by_terms(fused, query_terms, weights, k, everything=filters is not None and filters.latest)
         fused.sort(key=lambda x: -x[0])
         if filters is not None and filters.latest:  # "latest": recent articles first among about as good ones
